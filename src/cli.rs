@@ -1,0 +1,179 @@
+//! Command-line definitions (clap derive). Validation only: nothing here
+//! touches the network or the file system.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::filter::Overwrite;
+
+/// Stage data between Azure Blob Storage and Lustre / POSIX file systems.
+///
+/// REMOTE is ALIAS:/path (an alias from the config file, or a container name
+/// on the default account: home:/proj, log:/jobs) or a blob URL
+/// https://ACCOUNT.blob.core.windows.net/CONTAINER/path[?SAS].
+#[derive(Debug, Parser)]
+#[command(name = "hopstage", version, about, max_term_width = 100)]
+pub struct Opts {
+    /// Storage account name (overrides the environment and the config file).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Blob service endpoint, e.g. http://127.0.0.1:10000/devstoreaccount1 for Azurite.
+    #[arg(long, global = true, value_name = "URL")]
+    pub blob_endpoint: Option<String>,
+    /// Credential mode: auto, key, sas, managed-identity, workload-identity, azure-cli, client-secret, anonymous.
+    #[arg(long, global = true, value_name = "MODE")]
+    pub auth: Option<String>,
+    /// More log output (repeat for more); HOPSTAGE_LOG=debug does the same.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy every blob under REMOTE into LOCAL_DIR (or one blob to a file).
+    ///
+    /// Example: hopstage pull home:/proj /AMLFS/proj
+    Pull {
+        /// Source: ALIAS:/path or blob URL.
+        #[arg(value_name = "REMOTE")]
+        remote: String,
+        /// Destination directory (or file path when REMOTE is one blob).
+        #[arg(value_name = "LOCAL_DIR")]
+        local: std::path::PathBuf,
+        /// Transfer options.
+        #[command(flatten)]
+        common: TransferArgs,
+    },
+    /// Upload a file or the contents of a directory tree to REMOTE.
+    ///
+    /// Example: hopstage push /AMLFS/proj/out home:/proj/out
+    Push {
+        /// Source file or directory.
+        #[arg(value_name = "LOCAL_PATH")]
+        local: std::path::PathBuf,
+        /// Destination: ALIAS:/path or blob URL.
+        #[arg(value_name = "REMOTE")]
+        remote: String,
+        /// Transfer options.
+        #[command(flatten)]
+        common: TransferArgs,
+        /// Follow symbolic links instead of skipping them.
+        #[arg(long)]
+        follow_symlinks: bool,
+        /// Do not write hdi_isfolder=true directory stubs.
+        #[arg(long)]
+        no_dir_stubs: bool,
+    },
+    /// List blobs: size, modified time, name (with -l also owner, group, mode).
+    ///
+    /// Example: hopstage ls -l -R home:/proj
+    Ls {
+        /// What to list: ALIAS:/path or blob URL.
+        #[arg(value_name = "REMOTE")]
+        remote: String,
+        /// Long format: owner, group and permissions from the POSIX metadata.
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+        /// Recurse into sub-directories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options shared by pull and push.
+#[derive(Debug, Clone, Args)]
+pub struct TransferArgs {
+    /// Print what would move, move nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only items whose relative path (or name) matches GLOB; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip items whose relative path (or name) matches GLOB; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// When to replace an existing destination.
+    #[arg(long, value_enum, default_value = "if-changed", value_name = "WHEN")]
+    pub overwrite: Overwrite,
+    /// With if-changed: compare content hashes instead of size and mtime.
+    #[arg(long)]
+    pub checksum: bool,
+    /// Print one JSON summary object on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar and no per-file lines; errors are still printed.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Files in flight at once [default: 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: Option<u32>,
+    /// Bound on transfer buffers in flight (blocks × block size) [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub max_memory: Option<u64>,
+    /// Block (range) size for uploads and ranged downloads, grown to keep ≤ 50,000 blocks [default: 8MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub block_size: Option<u64>,
+    /// Succeed even when the source matches nothing.
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    let v = crate::units::parse_size(s)?;
+    if v == 0 {
+        return Err("size must be greater than zero".into());
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Opts::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_pull_flags() {
+        let o = Opts::try_parse_from([
+            "hopstage",
+            "pull",
+            "home:/p",
+            "/tmp/x",
+            "--block-size",
+            "16MiB",
+            "--include",
+            "*.dat",
+            "--include",
+            "*.h5",
+            "--overwrite",
+            "never",
+            "--json",
+        ])
+        .unwrap();
+        match o.command {
+            Command::Pull { common, .. } => {
+                assert_eq!(common.block_size, Some(16 << 20));
+                assert_eq!(common.include.len(), 2);
+                assert_eq!(common.overwrite, Overwrite::Never);
+                assert!(common.json);
+            }
+            _ => panic!("not pull"),
+        }
+        assert!(
+            Opts::try_parse_from(["hopstage", "pull", "a:/", "b", "--block-size", "0"]).is_err()
+        );
+        assert!(
+            Opts::try_parse_from(["hopstage", "pull", "a:/", "b", "--concurrency", "0"]).is_err()
+        );
+    }
+}

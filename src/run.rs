@@ -1,0 +1,284 @@
+//! The glue between the parsed command line and the engine: builds the
+//! settings and the runtime, resolves targets, runs the command, handles
+//! Ctrl-C, and chooses the exit code.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::cli::{Command, Opts, TransferArgs};
+use crate::config::{AccountFlags, Sources};
+use crate::engine::{self, Settings};
+use crate::error::{Error, ExitCode};
+use crate::filter::Filter;
+use crate::meta::PosixMeta;
+use crate::progress::Progress;
+use crate::remote;
+use crate::report::Stats;
+use crate::store::BlobStore;
+
+/// Runs one command line to completion and returns the exit code.
+pub fn run(opts: Opts) -> Result<ExitCode, Error> {
+    init_logging(opts.verbose);
+    raise_fd_limit();
+    let flags = AccountFlags {
+        account: opts.account.clone(),
+        blob_endpoint: opts.blob_endpoint.clone(),
+        auth: opts.auth.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
+        )
+        .max_blocking_threads(64)
+        .build()
+        .map_err(|e| Error::Io {
+            path: "tokio runtime".into(),
+            source: e,
+        })?;
+    runtime.block_on(async move {
+        let sources = Sources::load(flags)?;
+        match opts.command {
+            Command::Pull {
+                remote: r,
+                local,
+                common,
+            } => {
+                let spec = remote::parse(&r).map_err(Error::Usage)?;
+                let target = sources.resolve(&spec)?;
+                let settings = settings(&common, false, true)?;
+                let stats = Stats::new(common.quiet || common.json);
+                let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
+                let _bar = Progress::start(&stats, !(common.quiet || common.json));
+                let work =
+                    engine::pull::pull(store, &target.path, &local, settings, Arc::clone(&stats));
+                finish(work, &stats, "pull", &common).await
+            }
+            Command::Push {
+                local,
+                remote: r,
+                common,
+                follow_symlinks,
+                no_dir_stubs,
+            } => {
+                let spec = remote::parse(&r).map_err(Error::Usage)?;
+                let target = sources.resolve(&spec)?;
+                let settings = settings(&common, follow_symlinks, !no_dir_stubs)?;
+                let stats = Stats::new(common.quiet || common.json);
+                let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
+                let _bar = Progress::start(&stats, !(common.quiet || common.json));
+                let work =
+                    engine::push::push(store, &local, &target.path, settings, Arc::clone(&stats));
+                finish(work, &stats, "push", &common).await
+            }
+            Command::Ls {
+                remote: r,
+                long,
+                recursive,
+                json,
+            } => {
+                let spec = remote::parse(&r).map_err(Error::Usage)?;
+                let target = sources.resolve(&spec)?;
+                let stats = Stats::new(true);
+                let store = BlobStore::new(&target, Arc::clone(&stats.retries))?;
+                ls(&store, &target.path, long, recursive, json).await
+            }
+        }
+    })
+}
+
+async fn finish(
+    work: impl std::future::Future<Output = Result<(), Error>>,
+    stats: &Arc<Stats>,
+    op: &str,
+    common: &TransferArgs,
+) -> Result<ExitCode, Error> {
+    tokio::select! {
+        r = work => {
+            r?;
+            Ok(stats.finish(op, common.dry_run, common.json))
+        }
+        _ = shutdown_signal() => {
+            stats.interrupted.store(true, Ordering::Relaxed);
+            eprintln!("hopstage: interrupted; finished files are in place, partial ones are not");
+            Ok(stats.finish(op, common.dry_run, common.json))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn settings(
+    common: &TransferArgs,
+    follow_symlinks: bool,
+    dir_stubs: bool,
+) -> Result<Settings, Error> {
+    Ok(Settings {
+        concurrency: common
+            .concurrency
+            .map_or(engine::DEFAULT_CONCURRENCY, |c| c as usize),
+        max_memory: common.max_memory.unwrap_or(engine::DEFAULT_MAX_MEMORY),
+        block_size: common
+            .block_size
+            .unwrap_or(engine::DEFAULT_BLOCK_SIZE)
+            .min(engine::chunk::MAX_BLOCK_SIZE),
+        overwrite: common.overwrite,
+        checksum: common.checksum,
+        dry_run: common.dry_run,
+        filter: Filter::new(&common.include, &common.exclude).map_err(Error::Usage)?,
+        allow_empty: common.allow_empty,
+        dir_stubs,
+        follow_symlinks,
+        quiet: common.quiet || common.json,
+    })
+}
+
+/// `hopstage ls`: streams pages; without -R, collapses names to the first level
+/// (names sharing a `dir/` prefix are contiguous in a listing, so this needs
+/// no memory beyond the current directory name).
+async fn ls(
+    store: &BlobStore,
+    path: &str,
+    long: bool,
+    recursive: bool,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    use std::io::Write;
+    let prefix = if path.is_empty() || path.ends_with('/') {
+        path.to_string()
+    } else {
+        match store.head(path).await? {
+            Some(e) if !PosixMeta::decode(&e.metadata).is_dir => {
+                let mut out = std::io::stdout().lock();
+                print_entry(&mut out, &e, &e.name, long, json);
+                return Ok(ExitCode::Success);
+            }
+            _ => format!("{path}/"),
+        }
+    };
+    let mut marker = None;
+    let mut last_dir: Option<String> = None;
+    let mut count = 0u64;
+    loop {
+        let (entries, next) = store.list_page(&prefix, marker.take(), None).await?;
+        let mut out = std::io::stdout().lock();
+        for e in entries {
+            let rel = &e.name[prefix.len().min(e.name.len())..];
+            if rel.is_empty() {
+                continue;
+            }
+            count += 1;
+            if !recursive {
+                if let Some((dir, _)) = rel.split_once('/') {
+                    if last_dir.as_deref() != Some(dir) {
+                        if json {
+                            let _ = writeln!(
+                                out,
+                                "{}",
+                                serde_json::json!({"name": format!("{dir}/"), "type": "dir"})
+                            );
+                        } else {
+                            let _ = writeln!(out, "{:>14}  {:19}  {dir}/", "-", "");
+                        }
+                        last_dir = Some(dir.to_string());
+                    }
+                    continue;
+                }
+            }
+            print_entry(&mut out, &e, rel, long, json);
+        }
+        match next {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    if count == 0 {
+        return Err(Error::Usage(format!(
+            "nothing found under '{path}' in {}",
+            store.describe()
+        )));
+    }
+    Ok(ExitCode::Success)
+}
+
+fn print_entry(
+    out: &mut impl std::io::Write,
+    e: &crate::store::BlobEntry,
+    rel: &str,
+    long: bool,
+    json: bool,
+) {
+    let m = PosixMeta::decode(&e.metadata);
+    let mtime = m.mtime.or(e.last_modified);
+    let when = mtime
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_default();
+    let kind = if m.is_dir { "dir" } else { "file" };
+    if json {
+        let v = serde_json::json!({
+            "name": rel, "type": kind, "size": e.size, "modified": when,
+            "owner": m.uid, "group": m.gid, "permissions": m.mode.map(|x| format!("{x:04o}")),
+        });
+        let _ = writeln!(out, "{v}");
+    } else if long {
+        let opt = |v: Option<u32>| v.map_or("-".to_string(), |x| x.to_string());
+        let _ = writeln!(
+            out,
+            "{} {:>6} {:>6} {:>14}  {when:19}  {rel}{}",
+            m.mode.map_or("----".to_string(), |x| format!("{x:04o}")),
+            opt(m.uid),
+            opt(m.gid),
+            e.size,
+            if m.is_dir { "/" } else { "" }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{:>14}  {when:19}  {rel}{}",
+            e.size,
+            if m.is_dir { "/" } else { "" }
+        );
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOPSTAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hopstage={default}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Raises the soft open-file limit to the hard limit (as s5cmd does): many
+/// files in flight each hold a descriptor.
+fn raise_fd_limit() {
+    // getrlimit/setrlimit through std is not available; the lustre::sys module
+    // will own this once it exists. Until then the soft limit stays as is.
+}

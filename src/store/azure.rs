@@ -1,0 +1,439 @@
+//! The Blob service client: a thin layer over `azure_storage_blob`'s low-level
+//! calls (list page, properties, ranged download, put blob, stage block,
+//! commit block list). No managed parallel transfer from the SDK is used: the
+//! engine schedules every request itself.
+
+use std::collections::HashMap;
+use std::num::NonZero;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::error::ErrorKind;
+use azure_core::http::{ClientOptions, NoFormat, RequestContent, RetryOptions, Url};
+use azure_storage_blob::models::{
+    BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockOptions,
+    BlockBlobClientUploadOptions, BlockLookupList, HttpRange, ListBlobsIncludeItem,
+};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use bytes::Bytes;
+use futures::StreamExt;
+use time::OffsetDateTime;
+
+use super::Error;
+use crate::auth::{Auth, RequestPolicy};
+use crate::config::Target;
+use crate::redact::redact;
+use crate::retry::{retry, RetryConfig, RetryCounter};
+
+/// Length in bytes of hopstage's block ids before base64.
+pub const BLOCK_ID_LEN: usize = 16;
+
+/// One blob as listed.
+#[derive(Debug, Clone)]
+pub struct BlobEntry {
+    /// Full blob name.
+    pub name: String,
+    /// Content length.
+    pub size: u64,
+    /// ETag, quoted as the service returns it.
+    pub etag: Option<String>,
+    /// Last-Modified.
+    pub last_modified: Option<OffsetDateTime>,
+    /// Whole-content MD5, when the service has one.
+    pub content_md5: Option<Vec<u8>>,
+    /// User metadata.
+    pub metadata: HashMap<String, String>,
+}
+
+/// A client for one container.
+pub struct BlobStore {
+    client: BlobContainerClient,
+    target: String,
+    account: String,
+    container: String,
+    endpoint: String,
+    retry: RetryConfig,
+    retries: Arc<RetryCounter>,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.target)
+    }
+}
+
+impl BlobStore {
+    /// Builds a client for `target`'s container. Makes no request.
+    pub fn new(target: &Target, retries: Arc<RetryCounter>) -> Result<Self, Error> {
+        let mut url: Url = target.endpoint.clone();
+        {
+            let mut segs = url.path_segments_mut().map_err(|_| Error::Other {
+                op: "endpoint".into(),
+                detail: format!("{} cannot hold a container path", target.endpoint),
+            })?;
+            segs.pop_if_empty().push(&target.container);
+        }
+        if let Auth::Sas(sas) = &target.auth {
+            url.set_query(Some(sas));
+        }
+        let credential = match &target.auth {
+            Auth::Token { credential, .. } => Some(Arc::clone(credential)),
+            _ => None,
+        };
+        let options = BlobContainerClientOptions {
+            client_options: ClientOptions {
+                per_try_policies: vec![Arc::new(RequestPolicy::new(&target.auth))],
+                retry: RetryOptions::none(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let client =
+            BlobContainerClient::new(url, credential, Some(options)).map_err(|e| Error::Other {
+                op: "client".into(),
+                detail: redact(&e.to_string()),
+            })?;
+        let mut endpoint = target.endpoint.clone();
+        endpoint.set_query(None);
+        Ok(BlobStore {
+            client,
+            target: target.display_container(),
+            account: target.account.clone(),
+            container: target.container.clone(),
+            endpoint: endpoint.to_string(),
+            retry: RetryConfig::default(),
+            retries,
+        })
+    }
+
+    /// `account 'a', container 'c'`, for messages.
+    pub fn describe(&self) -> &str {
+        &self.target
+    }
+
+    /// The run-wide retry counter.
+    pub fn retries(&self) -> &RetryCounter {
+        &self.retries
+    }
+
+    fn classify(&self, op: &str, name: Option<&str>, e: azure_core::Error) -> Error {
+        match e.kind() {
+            ErrorKind::HttpResponse {
+                status,
+                error_code,
+                raw_response,
+            } => {
+                let code = error_code.clone().unwrap_or_default();
+                let status = u16::from(*status);
+                match status {
+                    404 if code == "ContainerNotFound" || name.is_none() => {
+                        Error::ContainerNotFound {
+                            account: self.account.clone(),
+                            container: self.container.clone(),
+                        }
+                    }
+                    404 => Error::NotFound {
+                        name: name.unwrap_or_default().to_string(),
+                    },
+                    401 | 403 => Error::Auth {
+                        target: self.target.clone(),
+                        status,
+                        code,
+                    },
+                    412 => Error::Changed {
+                        name: name.unwrap_or_default().to_string(),
+                    },
+                    408 | 429 | 500 | 502 | 503 | 504 => {
+                        let retry_after = raw_response.as_ref().and_then(|r| {
+                            r.headers()
+                                .get_optional_str(&"retry-after".into())
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                                .map(Duration::from_secs)
+                        });
+                        Error::Transient {
+                            op: format!("{op} {}", name.unwrap_or("")),
+                            detail: format!("HTTP {status} {code}"),
+                            retry_after,
+                        }
+                    }
+                    _ => Error::Other {
+                        op: format!("{op} {}", name.unwrap_or("")),
+                        detail: format!("HTTP {status} {code}"),
+                    },
+                }
+            }
+            ErrorKind::Io | ErrorKind::Connection => {
+                let detail = redact(&format!("{e}"));
+                if detail.contains("onnection refused") || detail.contains("dns error") {
+                    Error::Unreachable {
+                        endpoint: self.endpoint.clone(),
+                        detail,
+                    }
+                } else {
+                    Error::Transient {
+                        op: format!("{op} {}", name.unwrap_or("")),
+                        detail,
+                        retry_after: None,
+                    }
+                }
+            }
+            _ => Error::Other {
+                op: format!("{op} {}", name.unwrap_or("")),
+                detail: redact(&format!("{e}")),
+            },
+        }
+    }
+
+    /// Fetches one listing page of blobs under `prefix`, with metadata.
+    /// Returns the entries and the continuation marker.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        marker: Option<String>,
+        max_results: Option<i32>,
+    ) -> Result<(Vec<BlobEntry>, Option<String>), Error> {
+        retry(&self.retry, &self.retries, "list", || {
+            let marker = marker.clone();
+            async move {
+                let options = BlobContainerClientListBlobsOptions {
+                    prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+                    marker,
+                    maxresults: max_results,
+                    include: Some(vec![ListBlobsIncludeItem::Metadata]),
+                    ..Default::default()
+                };
+                let pager = self
+                    .client
+                    .list_blobs(Some(options))
+                    .map_err(|e| self.classify("list", None, e))?;
+                let mut pages = pager.into_pages();
+                let page = match pages.next().await {
+                    Some(p) => p.map_err(|e| self.classify("list", None, e))?,
+                    None => return Ok((Vec::new(), None)),
+                };
+                let body = page
+                    .into_model()
+                    .map_err(|e| self.classify("list", None, e))?;
+                let entries = body
+                    .blob_items
+                    .into_iter()
+                    .filter_map(|item| {
+                        let props = item.properties.unwrap_or_default();
+                        Some(BlobEntry {
+                            name: item.name?,
+                            size: props.content_length.unwrap_or(0),
+                            etag: props.etag.map(|e| e.to_string()),
+                            last_modified: props.last_modified,
+                            content_md5: props.content_md5,
+                            metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                let next = body.next_marker.filter(|m| !m.is_empty());
+                Ok((entries, next))
+            }
+        })
+        .await
+    }
+
+    /// Checks that the container exists and the credential works, with one
+    /// cheap list call.
+    pub async fn check_container(&self) -> Result<(), Error> {
+        self.list_page("", None, Some(1)).await.map(|_| ())
+    }
+
+    /// Creates the container; an existing one is fine.
+    pub async fn create_container(&self) -> Result<(), Error> {
+        retry(&self.retry, &self.retries, "create container", || async {
+            match self.client.create(None).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.http_status().map(u16::from) == Some(409) => Ok(()),
+                Err(e) => Err(self.classify("create container", Some(""), e)),
+            }
+        })
+        .await
+    }
+
+    /// Properties of one blob, or `None` when it does not exist.
+    pub async fn head(&self, name: &str) -> Result<Option<BlobEntry>, Error> {
+        let blob = self.client.blob_client(name);
+        let r = retry(&self.retry, &self.retries, "head", || async {
+            blob.get_properties(None)
+                .await
+                .map_err(|e| self.classify("head", Some(name), e))
+        })
+        .await;
+        let rsp = match r {
+            Ok(r) => r,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let h = rsp.headers();
+        let mut metadata = HashMap::new();
+        for (k, v) in h.iter() {
+            if let Some(key) = k.as_str().strip_prefix("x-ms-meta-") {
+                metadata.insert(key.to_string(), v.as_str().to_string());
+            }
+        }
+        use base64::Engine;
+        Ok(Some(BlobEntry {
+            name: name.to_string(),
+            size: h
+                .get_optional_str(&"content-length".into())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            etag: h.get_optional_string(&"etag".into()),
+            last_modified: h
+                .get_optional_str(&"last-modified".into())
+                .and_then(|v| azure_core::time::parse_rfc7231(v).ok()),
+            content_md5: h
+                .get_optional_str(&"content-md5".into())
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok()),
+            metadata,
+        }))
+    }
+
+    /// Downloads `len` bytes at `offset`, checking the ETag when given.
+    pub async fn get_range(
+        &self,
+        name: &str,
+        offset: u64,
+        len: usize,
+        etag: Option<&str>,
+    ) -> Result<Vec<u8>, Error> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let blob = self.client.blob_client(name);
+        retry(&self.retry, &self.retries, "get", || {
+            let blob = &blob;
+            async move {
+                let options = BlobClientDownloadOptions {
+                    range: Some(HttpRange::new(offset, len as u64)),
+                    parallel: NonZero::new(1),
+                    partition_size: NonZero::new(len),
+                    if_match: etag.map(|e| e.to_string().into()),
+                    ..Default::default()
+                };
+                let rsp = blob
+                    .download(Some(options))
+                    .await
+                    .map_err(|e| self.classify("get", Some(name), e))?;
+                let mut buf = vec![0u8; len];
+                let n = rsp
+                    .body
+                    .collect_into(&mut buf)
+                    .await
+                    .map_err(|e| self.classify("get body", Some(name), e))?;
+                if n != len {
+                    return Err(Error::Transient {
+                        op: format!("get {name}"),
+                        detail: format!("short body: {n} of {len} bytes"),
+                        retry_after: None,
+                    });
+                }
+                Ok(buf)
+            }
+        })
+        .await
+    }
+
+    /// Uploads `data` as a whole block blob (Put Blob). `md5` is sent as the
+    /// transactional Content-MD5 (verified by the service) and stored.
+    pub async fn put_blob(
+        &self,
+        name: &str,
+        data: Bytes,
+        md5: [u8; 16],
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), Error> {
+        let blob = self.client.blob_client(name).block_blob_client();
+        let len = data.len() as u64;
+        retry(&self.retry, &self.retries, "put", || {
+            let data = data.clone();
+            let blob = &blob;
+            async move {
+                let options = BlockBlobClientUploadOptions {
+                    blob_content_md5: Some(md5.to_vec()),
+                    metadata: Some(metadata.clone()),
+                    parallel: NonZero::new(1),
+                    partition_size: NonZero::new(len.max(1)),
+                    ..Default::default()
+                };
+                blob.upload(
+                    <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(data),
+                    Some(options),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| self.classify("put", Some(name), e))
+            }
+        })
+        .await
+    }
+
+    /// Stages one block with a transactional Content-MD5.
+    pub async fn stage_block(
+        &self,
+        name: &str,
+        block_id: &[u8],
+        data: Bytes,
+        md5: [u8; 16],
+    ) -> Result<(), Error> {
+        let blob = self.client.blob_client(name).block_blob_client();
+        let len = data.len() as u64;
+        retry(&self.retry, &self.retries, "put block", || {
+            let data = data.clone();
+            let blob = &blob;
+            async move {
+                let options = BlockBlobClientStageBlockOptions {
+                    transactional_content_md5: Some(md5.to_vec()),
+                    ..Default::default()
+                };
+                blob.stage_block(
+                    block_id,
+                    len,
+                    <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(data),
+                    Some(options),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| self.classify("put block", Some(name), e))
+            }
+        })
+        .await
+    }
+
+    /// Commits `block_ids` in order, with `metadata` and the whole-content MD5 if known.
+    pub async fn commit_blocks(
+        &self,
+        name: &str,
+        block_ids: &[Vec<u8>],
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), Error> {
+        let blob = self.client.blob_client(name).block_blob_client();
+        retry(&self.retry, &self.retries, "put block list", || {
+            let blob = &blob;
+            async move {
+                let list = BlockLookupList {
+                    latest: Some(block_ids.to_vec()),
+                    ..Default::default()
+                };
+                let content: RequestContent<BlockLookupList, _> =
+                    list.try_into().map_err(|e: azure_core::Error| {
+                        self.classify("put block list", Some(name), e)
+                    })?;
+                let options = BlockBlobClientCommitBlockListOptions {
+                    metadata: Some(metadata.clone()),
+                    ..Default::default()
+                };
+                blob.commit_block_list(content, Some(options))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.classify("put block list", Some(name), e))
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,2 @@
+//! hopstage's one integration-test binary.
+mod util;
