@@ -120,10 +120,8 @@ pub async fn push(
         };
         if let Err(e) = push_one(&ctx, job).await {
             stats.fail(&local.display().to_string(), &e);
-            if e.starts_with(FATAL_MARK) {
-                return Err(crate::error::Error::Usage(
-                    e[FATAL_MARK.len()..].to_string(),
-                ));
+            if let Some(fatal) = e.strip_prefix(FATAL_MARK) {
+                return Err(crate::error::Error::Usage(fatal.to_string()));
             }
         }
         return Ok(());
