@@ -66,6 +66,9 @@ pub enum Command {
         /// Do not write hdi_isfolder=true directory stubs.
         #[arg(long)]
         no_dir_stubs: bool,
+        /// Create the destination container if it does not exist.
+        #[arg(long)]
+        create_container: bool,
     },
     /// List blobs: size, modified time, name (with -l also owner, group, mode).
     ///

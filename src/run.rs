@@ -62,12 +62,16 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 common,
                 follow_symlinks,
                 no_dir_stubs,
+                create_container,
             } => {
                 let spec = remote::parse(&r).map_err(Error::Usage)?;
                 let target = sources.resolve(&spec)?;
                 let settings = settings(&common, follow_symlinks, !no_dir_stubs)?;
                 let stats = Stats::new(common.quiet || common.json);
                 let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
+                if create_container && !common.dry_run {
+                    store.create_container().await?;
+                }
                 let _bar = Progress::start(&stats, !(common.quiet || common.json));
                 let work =
                     engine::push::push(store, &local, &target.path, settings, Arc::clone(&stats));
@@ -199,6 +203,12 @@ async fn ls(
                     }
                     continue;
                 }
+            }
+            if !recursive && PosixMeta::decode(&e.metadata).is_dir {
+                if last_dir.as_deref() == Some(rel) {
+                    continue;
+                }
+                last_dir = Some(rel.to_string());
             }
             print_entry(&mut out, &e, rel, long, json);
         }
