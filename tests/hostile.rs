@@ -1,1 +1,84 @@
+//! Hostile and odd blob names and destinations: nothing is ever written
+//! outside the destination, and every refusal is reported.
 
+use crate::util::{text, TestEnv};
+
+#[test]
+fn escaping_blob_names_are_refused_and_reported() {
+    let env = TestEnv::new();
+    let one = env.path("one");
+    std::fs::write(&one, b"x").unwrap();
+    let hostile = [
+        "h/../escape",
+        "h/a/../../../outside",
+        "h/./dot",
+        "h//double",
+        "h/x\\..\\y",
+    ];
+    let fine = ["h/sp ace %25 #hash ?q", "h/Case", "h/case", "h/e\u{301}", "h/\u{e9}", "h/ok"];
+    for name in hostile.iter().chain(fine.iter()) {
+        let s = env.run_json(&["push", one.to_str().unwrap(), &env.remote(name)], 0);
+        assert_eq!(s["files_transferred"], 1, "{name}: {s}");
+    }
+    let long = format!("h/{}", "n".repeat(300));
+    env.run_json(&["push", one.to_str().unwrap(), &env.remote(&long)], 0);
+
+    let jail = env.path("jail");
+    let dst = jail.join("dst");
+    let out = env.run(&["pull", &env.remote("h"), dst.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // "h/trail/" names a directory on push, so it holds "one".
+    env.run_json(&["push", one.to_str().unwrap(), &env.remote("h/trail/")], 0);
+    let out = env.run(&["pull", &env.remote("h"), dst.to_str().unwrap(), "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files_transferred"], 1, "only trail/one is new: {s}");
+    assert!(dst.join("trail/one").is_file());
+    assert_eq!(s["files_skipped"], fine.len(), "{s}");
+    // Azurite turns the backslashes into '/', so that name carries '..' too.
+    assert_eq!(s["files_failed"], hostile.len() + 1, "{s}");
+    for e in s["errors"].as_array().unwrap() {
+        assert!(e["message"].as_str().unwrap().starts_with("refused"), "{e}");
+    }
+    // Nothing outside dst: jail holds only dst, and the test dir holds nothing new.
+    let in_jail: Vec<_> = std::fs::read_dir(&jail).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(in_jail, vec![std::ffi::OsString::from("dst")]);
+    assert!(!env.path("escape").exists() && !env.path("outside").exists());
+    for name in fine {
+        assert!(dst.join(name.strip_prefix("h/").unwrap()).is_file(), "{name}");
+    }
+}
+
+#[test]
+fn planted_symlink_in_destination_is_not_followed() {
+    let env = TestEnv::new();
+    let one = env.path("one");
+    std::fs::write(&one, b"payload").unwrap();
+    env.run_json(&["push", one.to_str().unwrap(), &env.remote("p/evil/x")], 0);
+    env.run_json(&["push", one.to_str().unwrap(), &env.remote("p/link")], 0);
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let dst = env.path("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::os::unix::fs::symlink(&outside, dst.join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("target"), dst.join("link")).unwrap();
+    let out = env.run(&["pull", &env.remote("p"), dst.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "wrote through a symlink");
+    assert!(text(&out).contains("symbolic link"), "{}", text(&out));
+}
+
+#[test]
+fn blob_and_directory_with_the_same_name() {
+    let env = TestEnv::new();
+    let one = env.path("one");
+    std::fs::write(&one, b"x").unwrap();
+    env.run_json(&["push", one.to_str().unwrap(), &env.remote("p/dup")], 0);
+    env.run_json(&["push", one.to_str().unwrap(), &env.remote("p/dup/child")], 0);
+    let dst = env.path("dst");
+    let out = env.run(&["pull", &env.remote("p"), dst.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files_transferred"], 1, "{s}");
+    assert_eq!(s["files_failed"], 1, "{s}");
+}

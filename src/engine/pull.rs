@@ -347,6 +347,10 @@ fn io_message(e: &std::io::Error, path: &Path) -> String {
             "disk quota exceeded for '{}': raise the quota or clean up",
             path.display()
         ),
+        Some(libc::EISDIR) => format!(
+            "'{}' is a directory (a blob and a 'directory' share this name); the blob was not copied",
+            path.display()
+        ),
         Some(libc::EMFILE) | Some(libc::ENFILE) => {
             "too many open files: raise `ulimit -n` or lower --concurrency".into()
         }
