@@ -15,7 +15,14 @@ fn escaping_blob_names_are_refused_and_reported() {
         "h//double",
         "h/x\\..\\y",
     ];
-    let fine = ["h/sp ace %25 #hash ?q", "h/Case", "h/case", "h/e\u{301}", "h/\u{e9}", "h/ok"];
+    let fine = [
+        "h/sp ace %25 #hash ?q",
+        "h/Case",
+        "h/case",
+        "h/e\u{301}",
+        "h/\u{e9}",
+        "h/ok",
+    ];
     for name in hostile.iter().chain(fine.iter()) {
         let s = env.run_json(&["push", one.to_str().unwrap(), &env.remote(name)], 0);
         assert_eq!(s["files_transferred"], 1, "{name}: {s}");
@@ -41,11 +48,17 @@ fn escaping_blob_names_are_refused_and_reported() {
         assert!(e["message"].as_str().unwrap().starts_with("refused"), "{e}");
     }
     // Nothing outside dst: jail holds only dst, and the test dir holds nothing new.
-    let in_jail: Vec<_> = std::fs::read_dir(&jail).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let in_jail: Vec<_> = std::fs::read_dir(&jail)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(in_jail, vec![std::ffi::OsString::from("dst")]);
     assert!(!env.path("escape").exists() && !env.path("outside").exists());
     for name in fine {
-        assert!(dst.join(name.strip_prefix("h/").unwrap()).is_file(), "{name}");
+        assert!(
+            dst.join(name.strip_prefix("h/").unwrap()).is_file(),
+            "{name}"
+        );
     }
 }
 
@@ -64,7 +77,11 @@ fn planted_symlink_in_destination_is_not_followed() {
     std::os::unix::fs::symlink(outside.join("target"), dst.join("link")).unwrap();
     let out = env.run(&["pull", &env.remote("p"), dst.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "wrote through a symlink");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote through a symlink"
+    );
     assert!(text(&out).contains("symbolic link"), "{}", text(&out));
 }
 
@@ -74,7 +91,10 @@ fn blob_and_directory_with_the_same_name() {
     let one = env.path("one");
     std::fs::write(&one, b"x").unwrap();
     env.run_json(&["push", one.to_str().unwrap(), &env.remote("p/dup")], 0);
-    env.run_json(&["push", one.to_str().unwrap(), &env.remote("p/dup/child")], 0);
+    env.run_json(
+        &["push", one.to_str().unwrap(), &env.remote("p/dup/child")],
+        0,
+    );
     let dst = env.path("dst");
     let out = env.run(&["pull", &env.remote("p"), dst.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -13,7 +13,10 @@ fn sdk(env: &TestEnv, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/sdk.py"))
         .args(args)
-        .env("AZURE_STORAGE_CONNECTION_STRING", env.azurite.connection_string())
+        .env(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            env.azurite.connection_string(),
+        )
         .output()
         .expect("python3 (install it, and `pip install azure-storage-blob`)");
     assert!(out.status.success(), "sdk.py {args:?}: {}", text(&out));
@@ -21,7 +24,10 @@ fn sdk(env: &TestEnv, args: &[&str]) -> String {
 }
 
 fn sha256_file(p: &std::path::Path) -> String {
-    let out = Command::new("sha256sum").arg(p).output().expect("sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .expect("sha256sum");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -62,7 +68,16 @@ fn hopstage_pushes_python_sdk_reads() {
     write(&src, "one.txt", b"pushed by hopstage");
     write(&src, "deep/big.bin", &bytes(5 * 1024 * 1024 + 3, 9));
     std::fs::set_permissions(src.join("one.txt"), std::fs::Permissions::from_mode(0o604)).unwrap();
-    env.run_json(&["push", src.to_str().unwrap(), &env.remote("out"), "--block-size", "1MiB"], 0);
+    env.run_json(
+        &[
+            "push",
+            src.to_str().unwrap(),
+            &env.remote("out"),
+            "--block-size",
+            "1MiB",
+        ],
+        0,
+    );
     let read: BTreeMap<String, Value> =
         serde_json::from_str(&sdk(&env, &["read", &env.container, "out/"])).unwrap();
     let one = &read["out/one.txt"];
@@ -71,7 +86,13 @@ fn hopstage_pushes_python_sdk_reads() {
     let m = std::fs::metadata(src.join("one.txt")).unwrap();
     assert_eq!(one["metadata"]["owner"], m.uid().to_string());
     assert_eq!(one["metadata"]["group"], m.gid().to_string());
-    assert!(one["metadata"]["modtime"].as_str().unwrap().ends_with(" +0000"), "{one}");
+    assert!(
+        one["metadata"]["modtime"]
+            .as_str()
+            .unwrap()
+            .ends_with(" +0000"),
+        "{one}"
+    );
     assert_eq!(one["metadata"]["hopstage_xxh3"].as_str().unwrap().len(), 32);
     // Put Blob stores the MD5 the service verified.
     assert_eq!(one["md5"], one["md5_of_body"]);
@@ -134,7 +155,16 @@ fn rclone_round_trips_with_hopstage() {
     env.run_json(&["pull", &env.remote("byrclone"), dst.to_str().unwrap()], 0);
     assert_same_tree(&src, &dst);
     // And the other way.
-    env.run_json(&["push", src.to_str().unwrap(), &env.remote("byhop"), "--block-size", "2MiB"], 0);
+    env.run_json(
+        &[
+            "push",
+            src.to_str().unwrap(),
+            &env.remote("byhop"),
+            "--block-size",
+            "2MiB",
+        ],
+        0,
+    );
     let back = env.path("back");
     let from = format!(":azureblob:{}/byhop", env.container);
     rclone(&env, &["copy", &from, back.to_str().unwrap()]);

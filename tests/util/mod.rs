@@ -2,6 +2,7 @@
 //! directory per test, and a `Command` for the built `hopstage` binary.
 
 pub mod azurite;
+pub mod faults;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
