@@ -35,6 +35,7 @@ fn escaping_blob_names_are_refused_and_reported() {
     let out = env.run(&["pull", &env.remote("h"), dst.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["files_transferred"], fine.len(), "{s}");
     // "h/trail/" names a directory on push, so it holds "one".
     env.run_json(&["push", one.to_str().unwrap(), &env.remote("h/trail/")], 0);
     let out = env.run(&["pull", &env.remote("h"), dst.to_str().unwrap(), "--json"]);
