@@ -71,12 +71,35 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    retry_with(cfg, counter, what, (), |()| {
+        let attempt = op();
+        async move { ((), attempt.await) }
+    })
+    .await
+    .1
+}
+
+/// Like [`retry`], threading `state` (a reusable buffer, say) through every
+/// attempt and handing it back at the end, whatever the outcome.
+pub async fn retry_with<S, T, F, Fut>(
+    cfg: &RetryConfig,
+    counter: &RetryCounter,
+    what: &str,
+    mut state: S,
+    mut op: F,
+) -> (S, Result<T, Error>)
+where
+    F: FnMut(S) -> Fut,
+    Fut: Future<Output = (S, Result<T, Error>)>,
+{
     let start = Instant::now();
     let mut backoff = cfg.initial;
     let mut attempt = 0u32;
     loop {
-        match op().await {
-            Ok(v) => return Ok(v),
+        let (s, result) = op(state).await;
+        state = s;
+        match result {
+            Ok(v) => return (state, Ok(v)),
             Err(e) if e.is_retryable() && attempt < cfg.max_retries => {
                 attempt += 1;
                 backoff = next_backoff(cfg, backoff, &mut rand::thread_rng());
@@ -85,7 +108,7 @@ where
                     .unwrap_or(backoff)
                     .min(Duration::from_secs(60));
                 if start.elapsed() + wait > cfg.max_elapsed {
-                    return Err(e);
+                    return (state, Err(e));
                 }
                 counter.0.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -95,7 +118,7 @@ where
                 );
                 tokio::time::sleep(wait).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => return (state, Err(e)),
         }
     }
 }

@@ -9,14 +9,13 @@
 //! name until it is complete and verified: downloads go to a temporary file
 //! that is renamed; uploads become visible only with Put Blob / Put Block List.
 
+pub mod buffers;
 pub mod chunk;
 pub mod local;
 pub mod pull;
 pub mod push;
 
-use std::sync::Arc;
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+pub use buffers::{Budget, Buffer};
 
 use crate::filter::{Filter, Overwrite};
 
@@ -55,51 +54,4 @@ pub struct Settings {
     pub follow_symlinks: bool,
     /// Suppress per-file notes.
     pub quiet: bool,
-}
-
-/// The memory budget: a semaphore counted in 4 KiB pages.
-#[derive(Debug, Clone)]
-pub struct Budget {
-    sem: Arc<Semaphore>,
-    pages: u32,
-}
-
-const PAGE: u64 = 4096;
-
-impl Budget {
-    /// A budget of `bytes`, at least one block of `block` bytes.
-    pub fn new(bytes: u64, block: u64) -> Self {
-        let pages = (bytes.max(block) / PAGE).clamp(1, u32::MAX as u64 / 2) as u32;
-        Budget {
-            sem: Arc::new(Semaphore::new(pages as usize)),
-            pages,
-        }
-    }
-
-    /// Waits until `bytes` of buffer may be allocated. A request larger than
-    /// the whole budget waits for the whole budget. `None` only if the
-    /// semaphore were closed, which it never is.
-    pub async fn acquire(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
-        let want = (bytes.div_ceil(PAGE).max(1)).min(self.pages as u64) as u32;
-        Arc::clone(&self.sem).acquire_many_owned(want).await.ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn budget_blocks_when_exhausted() {
-        let b = Budget::new(64 << 10, 4096);
-        let p1 = b.acquire(60 << 10).await;
-        let b2 = b.clone();
-        let waiter = tokio::spawn(async move { b2.acquire(8 << 10).await });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished());
-        drop(p1);
-        waiter.await.unwrap();
-        // Larger than the whole budget: still granted (as the whole budget).
-        let _all = b.acquire(1 << 30).await;
-    }
 }

@@ -368,12 +368,12 @@ async fn download_to(
     let size = entry.size;
     let file = local::create_temp(tmp).map_err(|e| io_message(&e, tmp))?;
     if size <= ctx.settings.block_size {
-        let _permit = ctx.budget.acquire(size).await;
-        let data = ctx
+        let buf = ctx.budget.buffer(size as usize).await;
+        let (data, r) = ctx
             .store
-            .get_range(&entry.name, 0, size as usize, entry.etag.as_deref())
-            .await
-            .map_err(fatal_or)?;
+            .get_range(&entry.name, 0, buf, entry.etag.as_deref())
+            .await;
+        r.map_err(fatal_or)?;
         let expect_hash = meta.xxh3;
         let expect_md5 = entry.content_md5.clone();
         let t = tmp.to_path_buf();
@@ -401,22 +401,19 @@ async fn download_to(
     let mut parts = JoinSet::new();
     let mut failure: Option<String> = None;
     for (off, len) in chunk::ranges(size, block) {
-        let permit = ctx.budget.acquire(len).await;
+        let buf = ctx.budget.buffer(len as usize).await;
         let ctx2 = Arc::clone(ctx);
         let name = entry.name.clone();
         let etag = entry.etag.clone();
         let file = Arc::clone(&file);
         let t = tmp.to_path_buf();
         parts.spawn(async move {
-            let data = ctx2
-                .store
-                .get_range(&name, off, len as usize, etag.as_deref())
-                .await
-                .map_err(fatal_or)?;
+            let (data, r) = ctx2.store.get_range(&name, off, buf, etag.as_deref()).await;
+            r.map_err(fatal_or)?;
+            // The buffer (and its share of the budget) is freed once written.
             let r = tokio::task::spawn_blocking(move || file.write_all_at(&data, off))
                 .await
                 .map_err(|e| e.to_string())?;
-            drop(permit);
             r.map_err(|e| io_message(&e, &t))
         });
         while let Some(r) = parts.try_join_next() {

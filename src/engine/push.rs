@@ -412,14 +412,13 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
     let file = File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
     let file = Arc::new(file);
     if size <= ctx.settings.block_size {
-        let _permit = ctx.budget.acquire(size).await;
+        let mut buf = ctx.budget.buffer(size as usize).await;
         let f = Arc::clone(&file);
         let (data, md5, hash) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut buf = vec![0u8; size as usize];
             f.read_exact_at(&mut buf, 0)?;
             let md5 = md5_of(&buf);
             let hash = xxhash_rust::xxh3::xxh3_128(&buf);
-            Ok((Bytes::from(buf), md5, hash))
+            Ok((Bytes::from_owner(buf), md5, hash))
         })
         .await
         .map_err(|e| e.to_string())?
@@ -439,14 +438,13 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
     let mut parts = JoinSet::new();
     let mut failure: Option<String> = None;
     for (i, (off, len)) in chunk::ranges(size, block).enumerate() {
-        let permit = ctx.budget.acquire(len).await;
+        let mut buf = ctx.budget.buffer(len as usize).await;
         let f = Arc::clone(&file);
         let (data, md5, h) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut buf = vec![0u8; len as usize];
             f.read_exact_at(&mut buf, off)?;
             hasher.update(&buf);
             let md5 = md5_of(&buf);
-            Ok((Bytes::from(buf), md5, hasher))
+            Ok((Bytes::from_owner(buf), md5, hasher))
         })
         .await
         .map_err(|e| e.to_string())?
@@ -457,9 +455,11 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
         let ctx2 = Arc::clone(ctx);
         let name = blob.clone();
         parts.spawn(async move {
-            let r = ctx2.store.stage_block(&name, &id, data, md5).await;
-            drop(permit);
-            r.map_err(fatal_or)
+            // The block's buffer returns to the budget when `data` is dropped.
+            ctx2.store
+                .stage_block(&name, &id, data, md5)
+                .await
+                .map_err(fatal_or)
         });
         while let Some(r) = parts.try_join_next() {
             if let Some(e) = join_error(r) {

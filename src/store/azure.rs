@@ -24,7 +24,7 @@ use super::Error;
 use crate::auth::{Auth, RequestPolicy};
 use crate::config::Target;
 use crate::redact::redact;
-use crate::retry::{retry, RetryConfig, RetryCounter};
+use crate::retry::{retry, retry_with, RetryConfig, RetryCounter};
 
 /// Length in bytes of hopstage's block ids before base64.
 pub const BLOCK_ID_LEN: usize = 16;
@@ -294,19 +294,24 @@ impl BlobStore {
         }))
     }
 
-    /// Downloads `len` bytes at `offset`, checking the ETag when given.
-    pub async fn get_range(
+    /// Fills `buf` with the bytes at `offset`, checking the ETag when given.
+    /// The buffer comes back in every case, so the caller can reuse it.
+    pub async fn get_range<B>(
         &self,
         name: &str,
         offset: u64,
-        len: usize,
+        buf: B,
         etag: Option<&str>,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> (B, Result<(), Error>)
+    where
+        B: std::ops::DerefMut<Target = [u8]> + Send,
+    {
+        let len = buf.len();
         if len == 0 {
-            return Ok(Vec::new());
+            return (buf, Ok(()));
         }
         let blob = self.client.blob_client(name);
-        retry(&self.retry, &self.retries, "get", || {
+        retry_with(&self.retry, &self.retries, "get", buf, |mut buf| {
             let blob = &blob;
             async move {
                 let options = BlobClientDownloadOptions {
@@ -316,24 +321,20 @@ impl BlobStore {
                     if_match: etag.map(|e| e.to_string().into()),
                     ..Default::default()
                 };
-                let rsp = blob
-                    .download(Some(options))
-                    .await
-                    .map_err(|e| self.classify("get", Some(name), e))?;
-                let mut buf = vec![0u8; len];
-                let n = rsp
-                    .body
-                    .collect_into(&mut buf)
-                    .await
-                    .map_err(|e| self.classify("get body", Some(name), e))?;
-                if n != len {
-                    return Err(Error::Transient {
+                let rsp = match blob.download(Some(options)).await {
+                    Ok(r) => r,
+                    Err(e) => return (buf, Err(self.classify("get", Some(name), e))),
+                };
+                let result = match rsp.body.collect_into(&mut buf).await {
+                    Ok(n) if n == len => Ok(()),
+                    Ok(n) => Err(Error::Transient {
                         op: format!("get {name}"),
                         detail: format!("short body: {n} of {len} bytes"),
                         retry_after: None,
-                    });
-                }
-                Ok(buf)
+                    }),
+                    Err(e) => Err(self.classify("get body", Some(name), e)),
+                };
+                (buf, result)
             }
         })
         .await
