@@ -46,6 +46,11 @@ pub enum Command {
         /// Transfer options.
         #[command(flatten)]
         common: TransferArgs,
+        /// Lustre layout for new files: auto (size-tiered), inherit, mirror,
+        /// count=N,size=S[,pool=P], or pfl:END/count=N[/size=S],...,eof/count=N.
+        /// Ignored on other file systems.
+        #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = crate::lustre::policy::parse)]
+        stripe: crate::lustre::StripePolicy,
     },
     /// Upload a file or the contents of a directory tree to REMOTE.
     ///
@@ -69,6 +74,32 @@ pub enum Command {
         /// Create the destination container if it does not exist.
         #[arg(long)]
         create_container: bool,
+    },
+    /// Compare a local tree and a blob prefix by size and content hash.
+    ///
+    /// Exit 0 when identical, 1 when anything differs. Example:
+    /// hopstage verify /AMLFS/proj home:/proj
+    Verify {
+        /// One side: a local directory or a REMOTE.
+        #[arg(value_name = "SRC")]
+        src: String,
+        /// The other side.
+        #[arg(value_name = "DST")]
+        dst: String,
+        /// Transfer options (filters, --json, memory and concurrency bounds).
+        #[command(flatten)]
+        common: TransferArgs,
+    },
+    /// Print the Lustre layout of a file or directory (like lfs getstripe).
+    ///
+    /// Example: hopstage layout /AMLFS/proj/big.h5
+    Layout {
+        /// The file or directory.
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// List blobs: size, modified time, name (with -l also owner, group, mode).
     ///

@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod filter;
+pub mod lustre;
 pub mod meta;
 pub mod pathmap;
 pub mod progress;
@@ -27,6 +28,7 @@ pub mod retry;
 pub mod run;
 pub mod store;
 pub mod units;
+pub mod verify;
 pub mod walk;
 
 pub use run::run;

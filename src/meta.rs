@@ -17,6 +17,10 @@ use time::{OffsetDateTime, UtcOffset};
 
 /// Metadata key of the content hash hopstage writes.
 pub const HASH_KEY: &str = "hopstage_xxh3";
+/// Metadata key of the tree hash: `BLOCK:HASH`, the xxh3-128 of the
+/// concatenated little-endian xxh3-128 of each `BLOCK`-byte block. It lets a
+/// ranged pull verify each range as it lands instead of re-reading the file.
+pub const TREE_KEY: &str = "hopstage_xxh3_tree";
 /// Metadata key of directory stubs.
 pub const FOLDER_KEY: &str = "hdi_isfolder";
 
@@ -35,6 +39,8 @@ pub struct PosixMeta {
     pub is_dir: bool,
     /// xxh3-128 of the content.
     pub xxh3: Option<u128>,
+    /// Block size and tree hash (see [`TREE_KEY`]).
+    pub tree: Option<(u64, u128)>,
 }
 
 const LEMUR: &[time::format_description::BorrowedFormatItem<'static>] = format_description!(
@@ -65,6 +71,9 @@ impl PosixMeta {
         if let Some(h) = self.xxh3 {
             m.insert(HASH_KEY.into(), format!("{h:032x}"));
         }
+        if let Some((block, h)) = self.tree {
+            m.insert(TREE_KEY.into(), format!("{block}:{h:032x}"));
+        }
         m
     }
 
@@ -85,6 +94,10 @@ impl PosixMeta {
             mtime: get(&["modtime", "mtime"]).and_then(parse_time),
             is_dir: get(&[FOLDER_KEY]).is_some_and(|v| v.eq_ignore_ascii_case("true")),
             xxh3: get(&[HASH_KEY]).and_then(|v| u128::from_str_radix(v, 16).ok()),
+            tree: get(&[TREE_KEY]).and_then(|v| {
+                let (b, h) = v.split_once(':')?;
+                Some((b.parse().ok()?, u128::from_str_radix(h, 16).ok()?))
+            }),
         }
     }
 }
@@ -157,8 +170,10 @@ mod tests {
             mtime: OffsetDateTime::from_unix_timestamp(1_700_000_000).ok(),
             is_dir: true,
             xxh3: Some(0xabc),
+            tree: Some((8 << 20, 5)),
         }
         .encode();
+        assert_eq!(m[TREE_KEY], "8388608:00000000000000000000000000000005");
         assert_eq!(m["owner"], "1000");
         assert_eq!(m["group"], "100");
         assert_eq!(m["permissions"], "1755");
@@ -176,6 +191,7 @@ mod tests {
             mtime: OffsetDateTime::from_unix_timestamp(1_600_000_000).ok(),
             is_dir: false,
             xxh3: Some(u128::MAX),
+            tree: Some((4 << 20, 1)),
         };
         assert_eq!(PosixMeta::decode(&p.encode()), p);
     }

@@ -45,10 +45,12 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 remote: r,
                 local,
                 common,
+                stripe,
             } => {
                 let spec = remote::parse(&r).map_err(Error::Usage)?;
                 let target = sources.resolve(&spec)?;
-                let settings = settings(&common, false, true)?;
+                let mut settings = settings(&common, false, true)?;
+                settings.stripe = stripe;
                 let stats = Stats::new(common.quiet || common.json);
                 let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
                 let _bar = Progress::start(&stats, !(common.quiet || common.json));
@@ -76,6 +78,30 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 let work =
                     engine::push::push(store, &local, &target.path, settings, Arc::clone(&stats));
                 finish(work, &stats, "push", &common).await
+            }
+            Command::Layout { path, json } => layout_cmd(&path, json),
+            Command::Verify { src, dst, common } => {
+                let (local, r) = match (remote::looks_remote(&src), remote::looks_remote(&dst)) {
+                    (false, true) => (src, dst),
+                    (true, false) => (dst, src),
+                    _ => return Err(Error::Usage(
+                        "verify compares one local directory with one REMOTE (ALIAS:/path or URL)"
+                            .into(),
+                    )),
+                };
+                let spec = remote::parse(&r).map_err(Error::Usage)?;
+                let target = sources.resolve(&spec)?;
+                let settings = settings(&common, false, true)?;
+                let stats = Stats::new(true);
+                let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
+                let report = crate::verify::verify(
+                    store,
+                    std::path::Path::new(&local),
+                    &target.path,
+                    settings,
+                )
+                .await?;
+                Ok(crate::verify::finish(&report, common.json))
             }
             Command::Ls {
                 remote: r,
@@ -149,7 +175,58 @@ fn settings(
         dir_stubs,
         follow_symlinks,
         quiet: common.quiet || common.json,
+        stripe: crate::lustre::StripePolicy::Inherit,
     })
+}
+
+/// `hopstage layout PATH`.
+fn layout_cmd(path: &std::path::Path, json: bool) -> Result<ExitCode, Error> {
+    use crate::lustre;
+    let d = match lustre::read_layout(path) {
+        Ok(d) => d,
+        Err(lustre::Error::NotLustre) => {
+            return Err(Error::Usage(format!(
+                "'{}' is not on a Lustre file system: it has no layout",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(Error::Usage(e.to_string())),
+    };
+    if json {
+        let comps: Vec<serde_json::Value> = match &d.layout {
+            lustre::Layout::Plain(s) => vec![serde_json::json!({
+                "start": 0, "end": "eof", "stripe_count": s.stripe_count,
+                "stripe_size": s.stripe_size, "pool": s.pool,
+            })],
+            lustre::Layout::Composite(c) => {
+                let mut start = 0u64;
+                c.iter()
+                    .map(|x| {
+                        let v = serde_json::json!({
+                            "start": start,
+                            "end": if x.end == lustre::layout::LUSTRE_EOF { serde_json::json!("eof") } else { serde_json::json!(x.end) },
+                            "stripe_count": x.striping.stripe_count,
+                            "stripe_size": x.striping.stripe_size,
+                            "pool": x.striping.pool,
+                        });
+                        start = x.end;
+                        v
+                    })
+                    .collect()
+            }
+        };
+        println!(
+            "{}",
+            serde_json::json!({"path": path.display().to_string(), "released": d.released, "components": comps})
+        );
+    } else {
+        println!("{}", path.display());
+        println!("{}", lustre::describe(&d.layout));
+        if d.released {
+            println!("released: data is in the HSM backend (reading it triggers a restore)");
+        }
+    }
+    Ok(ExitCode::Success)
 }
 
 /// `hopstage ls`: streams pages; without -R, collapses names to the first level

@@ -5,4 +5,5 @@ mod faults;
 mod hostile;
 mod interop;
 mod mover;
+mod resume;
 mod util;

@@ -26,12 +26,40 @@ pub fn ranges(size: u64, block: u64) -> impl Iterator<Item = (u64, u64)> {
     })
 }
 
-/// The id of block `index` for a blob cut into `block`-byte blocks: 16 ASCII
-/// bytes, the block size in KiB (6 hex digits) then the index (10 digits).
-/// Deterministic, so a rerun can recognise blocks it already staged; fixed
-/// width, as the service requires within one blob.
-pub fn block_id(index: u64, block: u64) -> Vec<u8> {
-    format!("{:06x}{:010}", (block >> 10) & 0xff_ffff, index).into_bytes()
+/// The id of block `index` for a file cut into `block`-byte blocks: 32
+/// ASCII bytes, the file's `fingerprint` (16 hex digits: identity and
+/// version of the source file), the block size in KiB (6 hex digits) and the
+/// index (10 digits). Deterministic, so a rerun finds the blocks it already
+/// staged in the service's uncommitted block list, and a changed file (new
+/// fingerprint) never reuses a stale block; fixed width, as the service
+/// requires within one blob.
+pub fn block_id(fingerprint: u64, index: u64, block: u64) -> Vec<u8> {
+    format!(
+        "{fingerprint:016x}{:06x}{index:010}",
+        (block >> 10) & 0xff_ffff
+    )
+    .into_bytes()
+}
+
+/// Identity and version of a local file: device, inode, size and mtime.
+pub fn fingerprint(dev: u64, ino: u64, size: u64, mtime: i64, mtime_nsec: i64) -> u64 {
+    let mut b = [0u8; 40];
+    b[..8].copy_from_slice(&dev.to_le_bytes());
+    b[8..16].copy_from_slice(&ino.to_le_bytes());
+    b[16..24].copy_from_slice(&size.to_le_bytes());
+    b[24..32].copy_from_slice(&mtime.to_le_bytes());
+    b[32..].copy_from_slice(&mtime_nsec.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&b)
+}
+
+/// The tree hash: xxh3-128 over the concatenated little-endian xxh3-128 of
+/// each block, or `None` when a block hash is missing.
+pub fn tree_hash(blocks: &[Option<u128>]) -> Option<u128> {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for b in blocks {
+        h.update(&(*b)?.to_le_bytes());
+    }
+    Some(h.digest128())
 }
 
 #[cfg(test)]
@@ -58,9 +86,11 @@ mod tests {
 
     #[test]
     fn ids_fixed_width() {
-        assert_eq!(block_id(0, 8 << 20).len(), 16);
-        assert_eq!(block_id(49_999, 4000 << 20).len(), 16);
-        assert_ne!(block_id(1, 8 << 20), block_id(2, 8 << 20));
-        assert_ne!(block_id(1, 8 << 20), block_id(1, 16 << 20));
+        assert_eq!(block_id(0, 0, 8 << 20).len(), 32);
+        assert_eq!(block_id(u64::MAX, 49_999, 4000 << 20).len(), 32);
+        assert_ne!(block_id(9, 1, 8 << 20), block_id(9, 2, 8 << 20));
+        assert_ne!(block_id(9, 1, 8 << 20), block_id(9, 1, 16 << 20));
+        assert_ne!(block_id(9, 1, 8 << 20), block_id(8, 1, 8 << 20));
+        assert_ne!(fingerprint(1, 2, 3, 4, 5), fingerprint(1, 2, 3, 4, 6));
     }
 }

@@ -14,6 +14,7 @@ pub mod chunk;
 pub mod local;
 pub mod pull;
 pub mod push;
+pub mod resume;
 
 pub use buffers::{Budget, Buffer};
 
@@ -54,4 +55,6 @@ pub struct Settings {
     pub follow_symlinks: bool,
     /// Suppress per-file notes.
     pub quiet: bool,
+    /// Lustre layout policy for files created on Lustre.
+    pub stripe: crate::lustre::StripePolicy,
 }

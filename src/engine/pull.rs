@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::local::{self, DirMaker};
-use super::{chunk, Budget, Settings, LIST_PAGES_IN_FLIGHT};
+use super::{chunk, resume, Budget, Settings, LIST_PAGES_IN_FLIGHT};
 use crate::filter::{should_transfer, Side};
+use crate::lustre::{policy, Layout, LustreDir, StripePolicy};
 use crate::meta::PosixMeta;
 use crate::pathmap;
 use crate::report::Stats;
@@ -36,6 +37,47 @@ struct Ctx {
     budget: Budget,
     dirs: DirMaker,
     root: PathBuf,
+    /// Set when the destination is on Lustre.
+    lustre: Option<LustreDir>,
+}
+
+impl Ctx {
+    /// The layout a new file of `size` bytes gets (None: inherit / not Lustre).
+    fn layout_for(&self, size: u64) -> Option<Layout> {
+        let l = self.lustre.as_ref()?;
+        match &self.settings.stripe {
+            StripePolicy::Inherit | StripePolicy::Mirror => None,
+            StripePolicy::Auto => policy::auto(size, l.osts),
+            StripePolicy::Explicit(x) => Some(x.clone()),
+        }
+    }
+
+    /// Range size for a ranged download: stripe-aligned on Lustre.
+    fn range_size(&self, size: u64, layout: Option<&Layout>) -> u64 {
+        let block = chunk::block_size_for(size, self.settings.block_size);
+        match (&self.lustre, layout) {
+            (Some(_), Some(l)) => policy::aligned_block(block, l.stripe_size_at(0).max(1 << 20)),
+            (Some(_), None) => policy::aligned_block(block, 1 << 20),
+            _ => block,
+        }
+    }
+
+    /// Creates the temporary file, with its layout first when on Lustre.
+    fn create_temp(&self, tmp: &Path, size: u64) -> Result<std::fs::File, String> {
+        match self.layout_for(size) {
+            None => local::create_temp(tmp).map_err(|e| io_message(&e, tmp)),
+            Some(layout) => {
+                let _ = fs::remove_file(tmp);
+                crate::lustre::create_with_layout(tmp, &layout, 0o600).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Nearest existing ancestor of `p` (for detecting the file system of a
+/// destination that does not exist yet).
+fn existing_ancestor(p: &Path) -> Option<&Path> {
+    p.ancestors().find(|a| a.is_dir())
 }
 
 /// A fatal pull failure (nothing more can be done).
@@ -69,6 +111,7 @@ pub async fn pull(
                     budget,
                     dirs: DirMaker::default(),
                     root: root.clone(),
+                    lustre: existing_ancestor(&root).and_then(crate::lustre::detect),
                 });
                 stats.files_seen.fetch_add(1, Ordering::Relaxed);
                 stats.bytes_seen.fetch_add(entry.size, Ordering::Relaxed);
@@ -106,7 +149,19 @@ pub async fn pull(
         budget,
         dirs: DirMaker::default(),
         root: local.to_path_buf(),
+        lustre: existing_ancestor(local).and_then(crate::lustre::detect),
     });
+    if let Some(l) = &ctx.lustre {
+        tracing::info!(
+            "destination is on Lustre{} ({} OSTs); layout policy {:?}",
+            l.fsname
+                .as_deref()
+                .map(|n| format!(" '{n}'"))
+                .unwrap_or_default(),
+            l.osts,
+            settings.stripe
+        );
+    }
 
     let (tx, mut rx) = mpsc::channel::<Result<Vec<BlobEntry>, store::Error>>(LIST_PAGES_IN_FLIGHT);
     let lister = {
@@ -295,8 +350,27 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
     }
     if ctx.settings.dry_run {
         if !ctx.settings.quiet {
+            let layout = ctx.layout_for(entry.size);
+            let plan = if entry.size > ctx.settings.block_size {
+                let r = ctx.range_size(entry.size, layout.as_ref());
+                format!(
+                    ", {} ranges of {}",
+                    entry.size.div_ceil(r),
+                    crate::units::human_bytes(r)
+                )
+            } else {
+                String::new()
+            };
+            let lay = match (&ctx.lustre, &layout) {
+                (None, _) => String::new(),
+                (Some(_), None) => ", layout: inherit".into(),
+                (Some(_), Some(l)) => format!(
+                    ", layout: {}",
+                    crate::lustre::describe(l).replace('\n', "; ")
+                ),
+            };
             println!(
-                "pull {} -> {} ({} bytes)",
+                "pull {} -> {} ({} bytes{lay}{plan})",
                 entry.name,
                 dest.display(),
                 entry.size
@@ -314,11 +388,17 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
         .ensure(&ctx.root, &parent_rel)
         .map_err(|e| format!("cannot create its directory: {e}"))?;
     let tmp = local::temp_path(dest, &entry.name);
-    let r = download_to(ctx, entry, &meta, &tmp).await;
-    if let Err(e) = r {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let moved = match download_to(ctx, entry, &meta, &tmp).await {
+        Ok(n) => n,
+        Err(Failed::Corrupt(e)) => return Err(e),
+        Err(Failed::Other(e)) => {
+            // A ranged download keeps its partial file and range log for a rerun.
+            if entry.size <= ctx.settings.block_size {
+                let _ = fs::remove_file(&tmp);
+            }
+            return Err(e);
+        }
+    };
     let fallback = src_mtime.map(SystemTime::from);
     let d = dest.to_path_buf();
     let t = tmp.clone();
@@ -333,7 +413,8 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    ctx.stats.done(entry.size);
+    resume::remove(&resume::log_path(&tmp));
+    ctx.stats.done(moved);
     Ok(())
 }
 
@@ -358,16 +439,31 @@ fn io_message(e: &std::io::Error, path: &Path) -> String {
     }
 }
 
-/// Downloads the blob into `tmp` and verifies it.
+/// How a download ended badly.
+enum Failed {
+    /// The bytes were wrong: the partial file is worthless and was removed.
+    Corrupt(String),
+    /// Anything else: the partial file and its range log stay for a rerun.
+    Other(String),
+}
+
+impl From<String> for Failed {
+    fn from(s: String) -> Self {
+        Failed::Other(s)
+    }
+}
+
+/// Downloads the blob into `tmp` and verifies it. Returns the bytes moved in
+/// this run (less than the size when earlier ranges were resumed).
 async fn download_to(
     ctx: &Arc<Ctx>,
     entry: &BlobEntry,
     meta: &PosixMeta,
     tmp: &Path,
-) -> Result<(), String> {
+) -> Result<u64, Failed> {
     let size = entry.size;
-    let file = local::create_temp(tmp).map_err(|e| io_message(&e, tmp))?;
     if size <= ctx.settings.block_size {
+        let file = ctx.create_temp(tmp, size)?;
         let buf = ctx.budget.buffer(size as usize).await;
         let (data, r) = ctx
             .store
@@ -377,44 +473,110 @@ async fn download_to(
         let expect_hash = meta.xxh3;
         let expect_md5 = entry.content_md5.clone();
         let t = tmp.to_path_buf();
-        return tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let r = tokio::task::spawn_blocking(move || -> Result<(), Failed> {
             if let Some(h) = expect_hash {
                 if xxhash_rust::xxh3::xxh3_128(&data) != h {
-                    return Err(
-                        "content hash mismatch (xxh3 in metadata); the download was discarded"
-                            .into(),
-                    );
+                    return Err(Failed::Corrupt(MISMATCH.into()));
                 }
             } else if let Some(md5) = expect_md5.filter(|m| m.len() == 16) {
                 if Md5::digest(&data).as_slice() != md5.as_slice() {
-                    return Err("content MD5 mismatch; the download was discarded".into());
+                    return Err(Failed::Corrupt(
+                        "content MD5 mismatch; the download was discarded".into(),
+                    ));
                 }
             }
-            file.write_all_at(&data, 0).map_err(|e| io_message(&e, &t))
+            file.write_all_at(&data, 0)
+                .map_err(|e| Failed::Other(io_message(&e, &t)))
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::Other(e.to_string()))?;
+        return r.map(|()| size);
     }
-    file.set_len(size).map_err(|e| io_message(&e, tmp))?;
+
+    // Ranged download, resumable. With a tree hash from hopstage's push, ranges
+    // follow the pushed block size and each is verified as it arrives.
+    let tree = meta
+        .tree
+        .filter(|(bs, _)| (1 << 20..=256 << 20).contains(bs) && *bs % 4096 == 0);
+    let layout = ctx.layout_for(size);
+    let aligned = ctx.range_size(size, layout.as_ref());
+    // The pushed block size verifies each range as it lands when it is also
+    // stripe-aligned; otherwise ranges follow the stripes and the whole file
+    // is hashed at the end.
+    let tree = tree.filter(|(bs, _)| ctx.lustre.is_none() || *bs % aligned == 0);
+    let block = tree.map_or(aligned, |t| t.0);
+    let log_path = resume::log_path(tmp);
+    let header = resume::header(entry.etag.as_deref(), size, block);
+    let (t, lp) = (tmp.to_path_buf(), log_path.clone());
+    let ctx_c = Arc::clone(ctx);
+    let (log, file, mut done) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let io = |e: std::io::Error| io_message(&e, &t);
+        let existing = fs::symlink_metadata(&t)
+            .ok()
+            .filter(|m| m.is_file() && m.len() == size);
+        if let (Some(done), Some(_)) = (resume::RangeLog::existing(&lp, &header), existing) {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&t)
+                .map_err(io)?;
+            return Ok((resume::RangeLog::append(&lp).map_err(io)?, file, done));
+        }
+        let file = ctx_c.create_temp(&t, size)?;
+        file.set_len(size).map_err(io)?;
+        Ok((
+            resume::RangeLog::create(&lp, &header).map_err(io)?,
+            file,
+            resume::Done::new(),
+        ))
+    })
+    .await
+    .map_err(|e| Failed::Other(e.to_string()))?
+    .map_err(Failed::Other)?;
+    if tree.is_some() && done.values().any(Option::is_none) {
+        done.clear();
+    }
+    let log = Arc::new(log);
     let file = Arc::new(file);
-    let block = chunk::block_size_for(size, ctx.settings.block_size);
+    let count = size.div_ceil(block);
+    let hashes = Arc::new(std::sync::Mutex::new(
+        (0..count)
+            .map(|i| done.get(&i).copied().flatten())
+            .collect::<Vec<_>>(),
+    ));
+    let mut moved = 0u64;
     let mut parts = JoinSet::new();
     let mut failure: Option<String> = None;
-    for (off, len) in chunk::ranges(size, block) {
+    for (i, (off, len)) in chunk::ranges(size, block).enumerate() {
+        let index = i as u64;
+        if done.contains_key(&index) {
+            continue;
+        }
+        moved += len;
         let buf = ctx.budget.buffer(len as usize).await;
         let ctx2 = Arc::clone(ctx);
         let name = entry.name.clone();
         let etag = entry.etag.clone();
-        let file = Arc::clone(&file);
+        let (file, log, hashes) = (Arc::clone(&file), Arc::clone(&log), Arc::clone(&hashes));
         let t = tmp.to_path_buf();
+        let want_hash = tree.is_some();
         parts.spawn(async move {
             let (data, r) = ctx2.store.get_range(&name, off, buf, etag.as_deref()).await;
             r.map_err(fatal_or)?;
             // The buffer (and its share of the budget) is freed once written.
-            let r = tokio::task::spawn_blocking(move || file.write_all_at(&data, off))
-                .await
-                .map_err(|e| e.to_string())?;
-            r.map_err(|e| io_message(&e, &t))
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
+                file.write_all_at(&data, off)
+                    .map_err(|e| io_message(&e, &t))?;
+                drop(data);
+                log.record(index, h).map_err(|e| io_message(&e, &t))?;
+                if let Ok(mut hs) = hashes.lock() {
+                    hs[index as usize] = h;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
         });
         while let Some(r) = parts.try_join_next() {
             if let Some(e) = join_error(r) {
@@ -431,28 +593,38 @@ async fn download_to(
         }
     }
     if let Some(e) = failure {
-        return Err(e);
+        return Err(Failed::Other(e));
     }
     let actual = file.metadata().map_err(|e| io_message(&e, tmp))?.len();
-    if actual != size {
-        return Err(format!(
+    let verdict = if actual != size {
+        Some(format!(
             "size mismatch after download: {actual} of {size} bytes"
-        ));
-    }
-    if let Some(h) = meta.xxh3 {
+        ))
+    } else if let Some((_, expect)) = tree {
+        let hs = hashes.lock().map(|h| h.clone()).unwrap_or_default();
+        match chunk::tree_hash(&hs) {
+            Some(got) if got == expect => None,
+            _ => Some(MISMATCH.to_string()),
+        }
+    } else if let Some(h) = meta.xxh3 {
         let t = tmp.to_path_buf();
         let got = tokio::task::spawn_blocking(move || local::hash_file(&t))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| io_message(&e, tmp))?;
-        if got != h {
-            return Err(
-                "content hash mismatch (xxh3 in metadata); the download was discarded".into(),
-            );
-        }
+            .map_err(|e| Failed::Other(e.to_string()))?
+            .map_err(|e| Failed::Other(io_message(&e, tmp)))?;
+        (got != h).then(|| MISMATCH.to_string())
+    } else {
+        None
+    };
+    if let Some(msg) = verdict {
+        resume::remove(&log_path);
+        let _ = fs::remove_file(tmp);
+        return Err(Failed::Corrupt(msg));
     }
-    Ok(())
+    Ok(moved)
 }
+
+const MISMATCH: &str = "content hash mismatch (xxh3 in metadata); the download was discarded";
 
 fn join_error(r: Result<Result<(), String>, tokio::task::JoinError>) -> Option<String> {
     match r {

@@ -67,6 +67,7 @@ fn posix_of(m: &std::fs::Metadata, is_dir: bool) -> PosixMeta {
         mtime: OffsetDateTime::from_unix_timestamp(m.mtime()).ok(),
         is_dir,
         xxh3: None,
+        tree: None,
     }
 }
 
@@ -433,25 +434,42 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
         return Ok(());
     }
     let block = chunk::block_size_for(size, ctx.settings.block_size);
+    let m = &entry.meta;
+    let fp = chunk::fingerprint(m.dev(), m.ino(), size, m.mtime(), m.mtime_nsec());
+    // Blocks a killed earlier run already staged (same file version): not sent again.
+    let staged = ctx
+        .store
+        .uncommitted_blocks(&blob)
+        .await
+        .map_err(fatal_or)?;
     let mut hasher = Box::new(xxhash_rust::xxh3::Xxh3::new());
+    let mut block_hashes = Vec::new();
     let mut ids = Vec::new();
+    let mut sent = 0u64;
     let mut parts = JoinSet::new();
     let mut failure: Option<String> = None;
     for (i, (off, len)) in chunk::ranges(size, block).enumerate() {
+        let id = chunk::block_id(fp, i as u64, block);
+        let have = staged.get(&id) == Some(&len);
         let mut buf = ctx.budget.buffer(len as usize).await;
         let f = Arc::clone(&file);
-        let (data, md5, h) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let (data, md5, bh, h) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             f.read_exact_at(&mut buf, off)?;
             hasher.update(&buf);
-            let md5 = md5_of(&buf);
-            Ok((Bytes::from_owner(buf), md5, hasher))
+            let bh = xxhash_rust::xxh3::xxh3_128(&buf);
+            let md5 = if have { [0; 16] } else { md5_of(&buf) };
+            Ok((Bytes::from_owner(buf), md5, bh, hasher))
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("read failed at offset {off}: {e}"))?;
         hasher = h;
-        let id = chunk::block_id(i as u64, block);
+        block_hashes.push(Some(bh));
         ids.push(id.clone());
+        if have {
+            continue;
+        }
+        sent += len;
         let ctx2 = Arc::clone(ctx);
         let name = blob.clone();
         parts.spawn(async move {
@@ -480,11 +498,12 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
     }
     check_unchanged(&path, &entry.meta)?;
     posix.xxh3 = Some(hasher.digest128());
+    posix.tree = chunk::tree_hash(&block_hashes).map(|h| (block, h));
     ctx.store
         .commit_blocks(&blob, &ids, &posix.encode())
         .await
         .map_err(fatal_or)?;
-    ctx.stats.done(size);
+    ctx.stats.done(sent);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use azure_core::http::{ClientOptions, NoFormat, RequestContent, RetryOptions, Ur
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockOptions,
-    BlockBlobClientUploadOptions, BlockLookupList, HttpRange, ListBlobsIncludeItem,
+    BlockBlobClientUploadOptions, BlockListType, BlockLookupList, HttpRange, ListBlobsIncludeItem,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::Bytes;
@@ -25,9 +25,6 @@ use crate::auth::{Auth, RequestPolicy};
 use crate::config::Target;
 use crate::redact::redact;
 use crate::retry::{retry, retry_with, RetryConfig, RetryCounter};
-
-/// Length in bytes of hopstage's block ids before base64.
-pub const BLOCK_ID_LEN: usize = 16;
 
 /// One blob as listed.
 #[derive(Debug, Clone)]
@@ -44,6 +41,30 @@ pub struct BlobEntry {
     pub content_md5: Option<Vec<u8>>,
     /// User metadata.
     pub metadata: HashMap<String, String>,
+}
+
+/// Parses one List Blobs response body into entries and the continuation
+/// marker. Pure, so it is fuzzed and benchmarked on its own.
+pub fn parse_list_page(body: &[u8]) -> Result<(Vec<BlobEntry>, Option<String>), String> {
+    let page: azure_storage_blob::models::ListBlobsResponse =
+        azure_core::xml::from_xml(bytes::Bytes::copy_from_slice(body))
+            .map_err(|e| format!("unreadable listing: {e}"))?;
+    let entries = page
+        .blob_items
+        .into_iter()
+        .filter_map(|item| {
+            let props = item.properties.unwrap_or_default();
+            Some(BlobEntry {
+                name: item.name?,
+                size: props.content_length.unwrap_or(0),
+                etag: props.etag.map(|e| e.to_string()),
+                last_modified: props.last_modified,
+                content_md5: props.content_md5,
+                metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok((entries, page.next_marker.filter(|m| !m.is_empty())))
 }
 
 /// A client for one container.
@@ -212,26 +233,11 @@ impl BlobStore {
                     Some(p) => p.map_err(|e| self.classify("list", None, e))?,
                     None => return Ok((Vec::new(), None)),
                 };
-                let body = page
-                    .into_model()
-                    .map_err(|e| self.classify("list", None, e))?;
-                let entries = body
-                    .blob_items
-                    .into_iter()
-                    .filter_map(|item| {
-                        let props = item.properties.unwrap_or_default();
-                        Some(BlobEntry {
-                            name: item.name?,
-                            size: props.content_length.unwrap_or(0),
-                            etag: props.etag.map(|e| e.to_string()),
-                            last_modified: props.last_modified,
-                            content_md5: props.content_md5,
-                            metadata: item.metadata.and_then(|m| m.values).unwrap_or_default(),
-                        })
-                    })
-                    .collect();
-                let next = body.next_marker.filter(|m| !m.is_empty());
-                Ok((entries, next))
+                let body = page.into_body();
+                parse_list_page(&body).map_err(|detail| Error::Other {
+                    op: "list".into(),
+                    detail,
+                })
             }
         })
         .await
@@ -406,6 +412,32 @@ impl BlobStore {
         .await
     }
 
+    /// The uncommitted blocks staged for `name`: id → size. Empty when the
+    /// blob does not exist.
+    pub async fn uncommitted_blocks(&self, name: &str) -> Result<HashMap<Vec<u8>, u64>, Error> {
+        let blob = self.client.blob_client(name).block_blob_client();
+        let r = retry(&self.retry, &self.retries, "get block list", || async {
+            let rsp = blob
+                .get_block_list(BlockListType::Uncommitted, None)
+                .await
+                .map_err(|e| self.classify("get block list", Some(name), e))?;
+            rsp.into_model()
+                .map_err(|e| self.classify("get block list", Some(name), e))
+        })
+        .await;
+        let list = match r {
+            Ok(l) => l,
+            Err(Error::NotFound { .. }) => return Ok(HashMap::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(list
+            .uncommitted_blocks
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|b| Some((b.name?, u64::try_from(b.size?).ok()?)))
+            .collect())
+    }
+
     /// Commits `block_ids` in order, with `metadata` and the whole-content MD5 if known.
     pub async fn commit_blocks(
         &self,
@@ -436,5 +468,31 @@ impl BlobStore {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_list_page;
+
+    const PAGE: &str = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="http://127.0.0.1:10000/devstoreaccount1" ContainerName="home"><Prefix>proj/</Prefix><MaxResults>5000</MaxResults><Blobs><Blob><Name>proj/a.txt</Name><Properties><Last-Modified>Fri, 27 Nov 2026 17:39:51 GMT</Last-Modified><Etag>0x8DB1</Etag><Content-Length>5</Content-Length><Content-MD5>XUFAKrxLKna5cZ2REBfFkg==</Content-MD5><BlobType>BlockBlob</BlobType></Properties><Metadata><owner>1000</owner><hdi_isfolder>true</hdi_isfolder></Metadata></Blob><Blob><Name>proj/b c</Name><Properties><Content-Length>0</Content-Length></Properties></Blob></Blobs><NextMarker>next-page</NextMarker></EnumerationResults>"#;
+
+    #[test]
+    fn parses_entries_metadata_and_marker() {
+        let (entries, next) = parse_list_page(PAGE.as_bytes()).unwrap();
+        assert_eq!(next.as_deref(), Some("next-page"));
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].name, "proj/a.txt");
+        assert_eq!(entries[0].size, 5);
+        assert_eq!(entries[0].metadata["owner"], "1000");
+        assert_eq!(entries[0].content_md5.as_ref().map(Vec::len), Some(16));
+        assert!(entries[0].last_modified.is_some());
+        assert_eq!(entries[1].name, "proj/b c");
+        assert!(parse_list_page(b"<not xml").is_err());
+        let (none, end) = parse_list_page(
+            b"<?xml version=\"1.0\"?><EnumerationResults><Blobs></Blobs><NextMarker/></EnumerationResults>",
+        )
+        .unwrap();
+        assert!(none.is_empty() && end.is_none());
     }
 }

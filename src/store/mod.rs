@@ -10,7 +10,7 @@
 
 mod azure;
 
-pub use azure::{BlobEntry, BlobStore, BLOCK_ID_LEN};
+pub use azure::{parse_list_page, BlobEntry, BlobStore};
 
 use std::time::Duration;
 

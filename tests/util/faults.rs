@@ -21,6 +21,8 @@ pub enum Action {
     Error500,
     /// Forward, then cut the connection after half of the response.
     CutMidBody,
+    /// Wait this many milliseconds, then forward.
+    Delay(u64),
 }
 
 /// A running proxy.
@@ -115,8 +117,11 @@ fn serve(
         reader.read_exact(&mut body)?;
         let n = seq.fetch_add(1, Ordering::Relaxed);
         let action = script(n, &request_line);
-        if action != Action::Forward {
+        if !matches!(action, Action::Forward | Action::Delay(_)) {
             faults.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Action::Delay(ms) = action {
+            std::thread::sleep(Duration::from_millis(ms));
         }
         match action {
             Action::Busy => {
@@ -127,7 +132,7 @@ fn serve(
                 client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nx-ms-error-code: InternalError\r\nContent-Length: 0\r\n\r\n")?;
                 continue;
             }
-            Action::Forward | Action::CutMidBody => {}
+            Action::Forward | Action::CutMidBody | Action::Delay(_) => {}
         }
         let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
         up.write_all(&head)?;
