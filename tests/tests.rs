@@ -4,6 +4,7 @@
 mod faults;
 mod hostile;
 mod interop;
+mod lustre;
 mod mover;
 mod resume;
 mod util;

@@ -3,6 +3,7 @@
 
 pub mod azurite;
 pub mod faults;
+pub mod lustre_sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
