@@ -91,8 +91,11 @@ pub struct FakeLustre {
     /// Pools the fake MDS rejects with EINVAL.
     pub bad_pools: Vec<String>,
     /// Layouts by (dev, inode).
-    pub layouts: Arc<Mutex<HashMap<(u64, u64), Vec<u8>>>>,
+    pub layouts: Layouts,
 }
+
+/// Layout bytes by (dev, inode), shared by clones of a [`FakeLustre`].
+pub type Layouts = Arc<Mutex<HashMap<(u64, u64), Vec<u8>>>>;
 
 struct State {
     events: Vec<Event>,
