@@ -103,3 +103,76 @@ fn blob_and_directory_with_the_same_name() {
     assert_eq!(s["files_transferred"], 1, "{s}");
     assert_eq!(s["files_failed"], 1, "{s}");
 }
+
+#[test]
+fn hostile_local_trees_are_reported_not_fatal() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("loop/inner")).unwrap();
+    std::fs::write(src.join("loop/inner/f"), b"in the loop").unwrap();
+    std::os::unix::fs::symlink("..", src.join("loop/inner/back")).unwrap();
+    std::fs::write(src.join("ok.txt"), b"fine").unwrap();
+    let locked = src.join("unreadable.txt");
+    std::fs::write(&locked, b"secret").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything; drop to nobody for the unreadable file to be unreadable.
+    let as_nobody = running_as_root();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "push",
+        src.to_str().unwrap(),
+        &env.remote("p"),
+        "--json",
+        "--follow-symlinks",
+    ]);
+    if as_nobody {
+        use std::os::unix::process::CommandExt;
+        make_world_traversable(env.dir.path());
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let errors = s["errors"].to_string();
+    assert!(errors.contains("loop"), "the symlink loop is reported: {s}");
+    if as_nobody {
+        assert!(
+            errors.contains("unreadable.txt"),
+            "the unreadable file is reported: {s}"
+        );
+    }
+    let ls = env.run(&["ls", "-R", &env.remote("p")]);
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listing.contains("ok.txt") && listing.contains("loop/inner/f"),
+        "{listing}"
+    );
+}
+
+/// True when the tests run as root (CI does), so a child can be run as nobody.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn make_world_traversable(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == "unreadable.txt") {
+            continue;
+        }
+        let mode = if e.file_type().is_dir() { 0o777 } else { 0o644 };
+        if !e.path_is_symlink() {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
