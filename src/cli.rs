@@ -101,6 +101,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check configuration, credentials, the container, the clock, the
+    /// destination file system and the Slurm hooks; print a fix for each failure.
+    ///
+    /// Example: hopstage doctor home:/ --dest /AMLFS
+    Doctor {
+        /// The container to check [default: home:/].
+        #[arg(value_name = "REMOTE")]
+        remote: Option<String>,
+        /// A destination directory to check (Lustre, free space).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<std::path::PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: hopstage completions bash > /etc/bash_completion.d/hopstage
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Man,
     /// List blobs: size, modified time, name (with -l also owner, group, mode).
     ///
     /// Example: hopstage ls -l -R home:/proj

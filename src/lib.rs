@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod filter;

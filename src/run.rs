@@ -19,6 +19,26 @@ use crate::store::BlobStore;
 /// Runs one command line to completion and returns the exit code.
 pub fn run(opts: Opts) -> Result<ExitCode, Error> {
     init_logging(opts.verbose);
+    match &opts.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Opts as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "hopstage", &mut buf);
+            return write_stdout(&buf);
+        }
+        Command::Man => {
+            let cmd = <Opts as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .map_err(|e| Error::Io {
+                    path: "man page".into(),
+                    source: e,
+                })?;
+            return write_stdout(&buf);
+        }
+        _ => {}
+    }
     raise_fd_limit();
     let flags = AccountFlags {
         account: opts.account.clone(),
@@ -39,6 +59,10 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             source: e,
         })?;
     runtime.block_on(async move {
+        if let Command::Doctor { remote, dest, json } = &opts.command {
+            let checks = crate::doctor::run(flags, remote.as_deref(), dest.as_deref()).await;
+            return Ok(crate::doctor::finish(&checks, *json));
+        }
         let sources = Sources::load(flags)?;
         match opts.command {
             Command::Pull {
@@ -80,6 +104,9 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 finish(work, &stats, "push", &common).await
             }
             Command::Layout { path, json } => layout_cmd(&path, json),
+            Command::Doctor { .. } | Command::Completions { .. } | Command::Man => {
+                Ok(ExitCode::Success)
+            }
             Command::Verify { src, dst, common } => {
                 let (local, r) = match (remote::looks_remote(&src), remote::looks_remote(&dst)) {
                     (false, true) => (src, dst),
@@ -363,9 +390,21 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Raises the soft open-file limit to the hard limit (as s5cmd does): many
-/// files in flight each hold a descriptor.
+/// Writes `buf` to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(buf: &[u8]) -> Result<ExitCode, Error> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(buf) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            path: "stdout".into(),
+            source: e,
+        }),
+        _ => Ok(ExitCode::Success),
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (see `lustre::sys`).
 fn raise_fd_limit() {
-    // getrlimit/setrlimit through std is not available; the lustre::sys module
-    // will own this once it exists. Until then the soft limit stays as is.
+    if let Err(e) = crate::lustre::sys::raise_nofile_limit() {
+        tracing::debug!("cannot raise the open-file limit: {e}");
+    }
 }

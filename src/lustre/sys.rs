@@ -1,5 +1,7 @@
 //! The only `unsafe` in hopstage: the raw Lustre syscalls (`fstatfs`, `open`
-//! with `O_LOV_DELAY_CREATE`, `ioctl`, `fsetxattr`, `fgetxattr`).
+//! with `O_LOV_DELAY_CREATE`, `ioctl`, `fsetxattr`, `fgetxattr`), plus the two
+//! other file-system calls std lacks (`fstatvfs`, `setrlimit(RLIMIT_NOFILE)`),
+//! kept here so that `unsafe` has exactly one home.
 //!
 //! Each wrapper checks its arguments' sizes, calls libc once, and turns -1
 //! into `io::Error::last_os_error()`. Numbers are from
@@ -134,4 +136,36 @@ pub fn get_lov_xattr(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 /// Unlinks `path` (cleanup after a failed layout set).
 pub fn unlink(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)
+}
+
+/// Free and total bytes of the file system holding `fd` (`fstatvfs`).
+pub fn space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `st` is a valid, writable statvfs buffer and `fd` is open.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded and filled the struct.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
+/// Raises the soft open-file limit to the hard limit (as s5cmd does): many
+/// files in flight each hold a descriptor. Returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to fill.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max.min(1 << 20),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `want` is a valid rlimit no larger than the hard limit.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) })?;
+        return Ok(want.rlim_cur as u64);
+    }
+    Ok(lim.rlim_cur as u64)
 }

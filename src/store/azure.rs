@@ -43,6 +43,22 @@ pub struct BlobEntry {
     pub metadata: HashMap<String, String>,
 }
 
+/// An error and its sources, joined: the SDK's own message is generic
+/// ("failed to execute request"); the cause (refused, reset, DNS) is below.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// Parses one List Blobs response body into entries and the continuation
 /// marker. Pure, so it is fuzzed and benchmarked on its own.
 pub fn parse_list_page(body: &[u8]) -> Result<(Vec<BlobEntry>, Option<String>), String> {
@@ -185,7 +201,7 @@ impl BlobStore {
                 }
             }
             ErrorKind::Io | ErrorKind::Connection => {
-                let detail = redact(&format!("{e}"));
+                let detail = redact(&chain(&e));
                 if detail.contains("onnection refused") || detail.contains("dns error") {
                     Error::Unreachable {
                         endpoint: self.endpoint.clone(),
@@ -247,6 +263,28 @@ impl BlobStore {
     /// cheap list call.
     pub async fn check_container(&self) -> Result<(), Error> {
         self.list_page("", None, Some(1)).await.map(|_| ())
+    }
+
+    /// Checks the container with one cheap call and returns the service's
+    /// `Date` (for clock-skew checks).
+    pub async fn server_date(&self) -> Result<Option<OffsetDateTime>, Error> {
+        retry(
+            &self.retry,
+            &self.retries,
+            "container properties",
+            || async {
+                let rsp = self
+                    .client
+                    .get_properties(None)
+                    .await
+                    .map_err(|e| self.classify("container properties", None, e))?;
+                Ok(rsp
+                    .headers()
+                    .get_optional_str(&"date".into())
+                    .and_then(|d| azure_core::time::parse_rfc7231(d).ok()))
+            },
+        )
+        .await
     }
 
     /// Creates the container; an existing one is fine.
