@@ -139,6 +139,7 @@ pub fn unlink(path: &Path) -> io::Result<()> {
 }
 
 /// Free and total bytes of the file system holding `fd` (`fstatvfs`).
+#[allow(clippy::unnecessary_cast)] // the field types differ between libcs and targets
 pub fn space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
     // SAFETY: `st` is a valid, writable statvfs buffer and `fd` is open.
@@ -151,6 +152,7 @@ pub fn space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
 
 /// Raises the soft open-file limit to the hard limit (as s5cmd does): many
 /// files in flight each hold a descriptor. Returns the new soft limit.
+#[allow(clippy::unnecessary_cast)] // rlim_t differs between libcs and targets
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
