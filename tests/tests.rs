@@ -7,5 +7,6 @@ mod hostile;
 mod interop;
 mod lustre;
 mod mover;
+mod package;
 mod resume;
 mod util;

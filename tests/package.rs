@@ -1,0 +1,61 @@
+//! The Debian package installs into a scratch root and runs.
+
+use std::process::Command;
+
+use crate::util::{text, TestEnv};
+
+#[test]
+fn deb_installs_into_a_scratch_root_and_runs() {
+    let env = TestEnv::new();
+    let out_dir = env.path("pkg");
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh"))
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_hopstage"),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let root = env.path("root");
+    let x = Command::new("dpkg-deb")
+        .args(["-x", &deb, root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", text(&x));
+    let v = Command::new(root.join("usr/bin/hopstage"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(v.status.success());
+    assert!(
+        String::from_utf8_lossy(&v.stdout).starts_with("hopstage "),
+        "{}",
+        text(&v)
+    );
+    for f in [
+        "usr/share/man/man1/hopstage.1.gz",
+        "usr/share/bash-completion/completions/hopstage",
+        "usr/share/zsh/vendor-completions/_hopstage",
+        "usr/share/fish/vendor_completions.d/hopstage.fish",
+    ] {
+        assert!(root.join(f).is_file(), "{f}");
+    }
+    let info = Command::new("dpkg-deb")
+        .args(["-c", &deb])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rw-r-----") && l.ends_with("./etc/hopstage/config.toml")),
+        "{listing}"
+    );
+    // The example config parses.
+    let cfg = std::fs::read_to_string(root.join("etc/hopstage/config.toml")).unwrap();
+    hopstage::config::parse_file(&cfg).unwrap();
+}
