@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what hopstage's tests, demo and benchmarks need on a fresh Debian
 # machine, skipping whatever is already there: Azurite (npm), Microsoft's
-# Python SDK (PyPI), rclone (Debian). Idempotent; safe to run repeatedly.
+# Python SDK (PyPI), rclone, rpm and cpio (Debian). Idempotent.
 set -euo pipefail
 
 need_apt=()
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 [ -x /usr/bin/time ] || need_apt+=(time)
+command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
+command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds a Debian package of hopstage with dpkg-deb: the binary, the man page
-# and shell completions (generated from the CLI definitions), and an example
-# /etc/hopstage/config.toml (mode 0640, a conffile).
+# Builds hopstage's packages: a .deb (dpkg-deb) and an .rpm (rpmbuild), each
+# with the binary, the man page and shell completions (generated from the CLI
+# definitions), and an example /etc/hopstage/config.toml (mode 0640, kept on
+# upgrade). Prints the paths of the packages it wrote.
 #
 #   scripts/package.sh [--binary PATH] [--out DIR]
 #
-# Default binary: target/release/hopstage (built if missing). RPM and a static
-# musl build are not produced: see docs/packaging.md.
+# Default binary: target/release/hopstage (built if missing). No static musl
+# build: see docs/packaging.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=""
@@ -55,3 +56,35 @@ mkdir -p "$OUT"
 DEB="$OUT/hopstage_${VERSION}_${ARCH}.deb"
 dpkg-deb --root-owner-group --build "$STAGE" "$DEB" >/dev/null
 echo "$DEB"
+
+# RPM from the same staged tree (needs rpmbuild: `apt-get install rpm` or EL's rpm-build).
+if command -v rpmbuild >/dev/null 2>&1; then
+  TOP=$(mktemp -d)
+  RPMARCH=$(uname -m)
+  cat >"$TOP/hopstage.spec" <<SPEC
+Name: hopstage
+Version: $VERSION
+Release: 1
+Summary: Stage data between Azure Blob Storage and Lustre (AMLFS)
+License: MIT
+%description
+Parallel, resumable, verified copies between Blob containers and POSIX or
+Lustre trees, with AMLFS-compatible POSIX metadata and Lustre layouts.
+%install
+cp -a $STAGE/usr $STAGE/etc %{buildroot}/
+%files
+%attr(0755,root,root) /usr/bin/hopstage
+/usr/share/man/man1/hopstage.1.gz
+/usr/share/bash-completion/completions/hopstage
+/usr/share/zsh/vendor-completions/_hopstage
+/usr/share/fish/vendor_completions.d/hopstage.fish
+/usr/share/doc/hopstage/README.md
+%dir /etc/hopstage
+%config(noreplace) %attr(0640,root,root) /etc/hopstage/config.toml
+SPEC
+  rpmbuild -bb --quiet --define "_topdir $TOP" --define "_build_id_links none" \
+    --define "__strip /bin/true" --target "$RPMARCH" "$TOP/hopstage.spec" >/dev/null 2>&1
+  cp "$TOP"/RPMS/*/hopstage-*.rpm "$OUT/"
+  rm -rf "$TOP"
+  ls "$OUT"/hopstage-"$VERSION"-1.*.rpm
+fi

@@ -22,6 +22,9 @@ pub struct Opts {
     /// Credential mode: auto, key, sas, managed-identity, workload-identity, azure-cli, client-secret, anonymous.
     #[arg(long, global = true, value_name = "MODE")]
     pub auth: Option<String>,
+    /// Also write JSON-lines logs (info level: files moved, retries, failures) to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<std::path::PathBuf>,
     /// More log output (repeat for more); HOPSTAGE_LOG=debug does the same.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -96,6 +96,7 @@ impl Stats {
     pub fn fail(&self, path: &str, message: &str) {
         let message = redact(message);
         eprintln!("hopstage: {path}: {message}");
+        tracing::info!(path = %path, error = %message, "failed");
         self.files_failed.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut errs) = self.errors.lock() {
             if errs.len() < MAX_ERRORS {

@@ -18,7 +18,7 @@ use crate::store::BlobStore;
 
 /// Runs one command line to completion and returns the exit code.
 pub fn run(opts: Opts) -> Result<ExitCode, Error> {
-    init_logging(opts.verbose);
+    init_logging(opts.verbose, opts.log_file.as_deref())?;
     match &opts.command {
         Command::Completions { shell } => {
             let mut cmd = <Opts as clap::CommandFactory>::command();
@@ -375,7 +375,14 @@ fn print_entry(
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Logging: human lines on stderr at `-v` levels (or `HOPSTAGE_LOG`), and,
+/// with `--log-file`, JSON lines at info level (every file moved, every retry,
+/// every failure) for the Slurm epilog to file in `log:`. Messages carry no
+/// secrets: every error text is redacted where it is made.
+fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) -> Result<(), Error> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -383,11 +390,35 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOPSTAGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hopstage={default}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_filter(filter);
+    let file = match log_file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::Io {
+                    path: p.display().to_string(),
+                    source: e,
+                })?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_target(false)
+                    .with_filter(tracing_subscriber::EnvFilter::new("hopstage=info")),
+            )
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
         .try_init();
+    Ok(())
 }
 
 /// Writes `buf` to stdout; a closed pipe (`| head`) is not an error.

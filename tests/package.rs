@@ -19,7 +19,17 @@ fn deb_installs_into_a_scratch_root_and_runs() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let deb = printed
+        .lines()
+        .find(|l| l.ends_with(".deb"))
+        .unwrap()
+        .to_string();
+    let rpm = printed
+        .lines()
+        .find(|l| l.ends_with(".rpm"))
+        .expect("an .rpm (rpmbuild installed by scripts/deps.sh)")
+        .to_string();
     let root = env.path("root");
     let x = Command::new("dpkg-deb")
         .args(["-x", &deb, root.to_str().unwrap()])
@@ -54,6 +64,30 @@ fn deb_installs_into_a_scratch_root_and_runs() {
             .lines()
             .any(|l| l.starts_with("-rw-r-----") && l.ends_with("./etc/hopstage/config.toml")),
         "{listing}"
+    );
+    // The RPM carries the same files, the config as a 0640 %config(noreplace).
+    let rroot = env.path("rpmroot");
+    std::fs::create_dir_all(&rroot).unwrap();
+    let x = Command::new("sh")
+        .arg("-c")
+        .arg(format!("rpm2cpio '{rpm}' | cpio -idm --quiet"))
+        .current_dir(&rroot)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", text(&x));
+    let v = Command::new(rroot.join("usr/bin/hopstage"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", text(&v));
+    let q = Command::new("rpm")
+        .args(["-qp", "--configfiles", &rpm])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("/etc/hopstage/config.toml"),
+        "{}",
+        text(&q)
     );
     // The example config parses.
     let cfg = std::fs::read_to_string(root.join("etc/hopstage/config.toml")).unwrap();

@@ -414,6 +414,7 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
         return Err(e);
     }
     resume::remove(&resume::log_path(&tmp));
+    tracing::info!(blob = %entry.name, path = %dest.display(), bytes = moved, "pulled");
     ctx.stats.done(moved);
     Ok(())
 }

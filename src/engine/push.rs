@@ -430,6 +430,7 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
             .put_blob(&blob, data, md5, &posix.encode())
             .await
             .map_err(fatal_or)?;
+        tracing::info!(blob = %blob, path = %path.display(), bytes = size, "pushed");
         ctx.stats.done(size);
         return Ok(());
     }
@@ -503,6 +504,7 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
         .commit_blocks(&blob, &ids, &posix.encode())
         .await
         .map_err(fatal_or)?;
+    tracing::info!(blob = %blob, path = %path.display(), bytes = sent, "pushed");
     ctx.stats.done(sent);
     Ok(())
 }
