@@ -161,7 +161,19 @@ def gen_files(root, files, seed=0):
     return root
 
 
+def drop_caches():
+    """Flush dirty pages and drop the page cache, so that no run pays for the
+    previous run's writeback or reclaim (root only; skipped otherwise)."""
+    subprocess.run(["sync"], check=False)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        pass
+
+
 def run_measured(cmd, env, azurite_pid):
+    drop_caches()
     a0 = cpu_ticks(azurite_pid)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -315,6 +327,7 @@ def write_markdown(rows, out, rounds, raw):
         f"Each case: a fresh Azurite on 127.0.0.1 (disk persistence), {rounds} rounds, tools alternating "
         "(A B, then B A). Client CPU is user+sys from wait4; RSS is the client's peak; Azurite CPU is "
         "the server's CPU over the same run (when it is close to the wall time, Azurite is the bottleneck). "
+        "Before every run the page cache is synced and dropped, so no run pays for another's writeback. "
         "Both tools run with their defaults (hopstage: 32 files in flight, 8 MiB blocks, 256 MiB budget; "
         "rclone 1.60: --transfers 4, 4 MiB chunks, upload concurrency 16). Medians.", "",
         "![ratios](benchmarks.svg)", "",
