@@ -394,3 +394,103 @@ fn disk_full_is_reported_and_leaves_no_partial_file() {
     let failed = s["files_failed"].as_u64().unwrap();
     assert_eq!(done + failed, 4, "{s}");
 }
+
+#[test]
+fn rerun_after_kill_works_from_the_plan_without_listing_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let env = TestEnv::new();
+    let src = env.path("src");
+    for i in 0..40 {
+        write(
+            &src,
+            &format!("d{}/f{i:02}", i % 4),
+            &bytes(2000 + i, i as u64),
+        );
+    }
+    env.run_json(
+        &[
+            "push",
+            src.to_str().unwrap(),
+            &env.remote("p"),
+            "--no-dir-stubs",
+        ],
+        0,
+    );
+    let slow = FaultProxy::start(env.azurite.port, |_, line| {
+        if line.starts_with("GET") && !line.contains("comp=") {
+            Action::Delay(100)
+        } else {
+            Action::Forward
+        }
+    });
+    let dst = env.path("dst");
+    let child = env
+        .cmd()
+        .env("AZURE_STORAGE_CONNECTION_STRING", conn_via(slow.port))
+        .args([
+            "pull",
+            &env.remote("p"),
+            dst.to_str().unwrap(),
+            "-q",
+            "--concurrency",
+            "1",
+        ])
+        .spawn()
+        .unwrap();
+    let files_done = |d: &std::path::Path| {
+        walkdir::WalkDir::new(d)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_type().is_file()
+                    && !e.file_name().to_string_lossy().starts_with(".hopstage-")
+            })
+            .count()
+    };
+    wait_until("five files pulled", || files_done(&dst) >= 5);
+    kill9(child);
+    let journal: Vec<_> = std::fs::read_dir(&dst)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".hopstage-plan-")
+        })
+        .collect();
+    assert_eq!(journal.len(), 1, "the plan journal is kept after a kill");
+    let listings = Arc::new(AtomicUsize::new(0));
+    let l2 = Arc::clone(&listings);
+    let counting = FaultProxy::start(env.azurite.port, move |_, line| {
+        if line.contains("comp=list") && !line.contains("maxresults=1") {
+            l2.fetch_add(1, Ordering::Relaxed);
+        }
+        Action::Forward
+    });
+    let out = env
+        .cmd()
+        .env("AZURE_STORAGE_CONNECTION_STRING", conn_via(counting.port))
+        .args(["pull", &env.remote("p"), dst.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["files_transferred"].as_u64().unwrap() < 40, "{s}");
+    assert_eq!(
+        listings.load(Ordering::Relaxed),
+        0,
+        "the rerun listed the container again"
+    );
+    assert_same_tree(&src, &dst);
+    assert!(
+        std::fs::read_dir(&dst)
+            .unwrap()
+            .filter_map(Result::ok)
+            .all(|e| !e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".hopstage-plan-")),
+        "the journal is removed after a clean run"
+    );
+}

@@ -12,6 +12,7 @@
 pub mod buffers;
 pub mod chunk;
 pub mod local;
+pub mod plan;
 pub mod pull;
 pub mod push;
 pub mod resume;

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::local::{self, DirMaker};
-use super::{chunk, resume, Budget, Settings, LIST_PAGES_IN_FLIGHT};
+use super::{chunk, plan, resume, Budget, Settings, LIST_PAGES_IN_FLIGHT};
 use crate::filter::{should_transfer, Side};
 use crate::lustre::{policy, Layout, LustreDir, StripePolicy};
 use crate::meta::PosixMeta;
@@ -42,6 +42,15 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Classifies a storage error for one file.
+    fn err(&self, e: store::Error) -> Failure {
+        match e {
+            store::Error::Changed { .. } => Failure::Changed(e.to_string()),
+            e if e.is_fatal() => Failure::Fatal(e.to_string()),
+            e => Failure::Item(e.to_string()),
+        }
+    }
+
     /// The layout a new file of `size` bytes gets (None: inherit / not Lustre).
     fn layout_for(&self, size: u64) -> Option<Layout> {
         let l = self.lustre.as_ref()?;
@@ -124,8 +133,10 @@ pub async fn pull(
                             source: e,
                         })?;
                 }
-                if let Err(e) = pull_file(&ctx, &entry, &dest).await {
-                    stats.fail(&entry.name, &e);
+                match pull_fresh(&ctx, &entry, &dest).await {
+                    Err(Failure::Fatal(m)) => return Err(crate::error::Error::Usage(m)),
+                    Err(f) => stats.fail(&entry.name, f.message()),
+                    Ok(()) => {}
                 }
                 return Ok(());
             }
@@ -164,14 +175,51 @@ pub async fn pull(
     }
 
     let (tx, mut rx) = mpsc::channel::<Result<Vec<BlobEntry>, store::Error>>(LIST_PAGES_IN_FLIGHT);
+    // The plan: replayed from the journal when an earlier run left one, else listed
+    // (and journaled page by page). A dry run neither reads nor writes it.
+    let journal_path = (!settings.dry_run).then(|| plan::path(local, store.describe(), &prefix));
     let lister = {
         let store = Arc::clone(&store);
         let prefix = prefix.clone();
+        let journal_path = journal_path.clone();
+        let source = store.describe().to_string();
         tokio::spawn(async move {
             let mut marker = None;
+            let mut journal = None;
+            if let Some(jp) = journal_path {
+                let replay_tx = tx.clone();
+                let p = prefix.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    plan::open(&jp, &source, &p, |page| {
+                        replay_tx.blocking_send(Ok(page)).is_ok()
+                    })
+                })
+                .await;
+                match opened {
+                    Ok(Ok((plan::Replayed::Complete, _))) => return,
+                    Ok(Ok((plan::Replayed::ContinueFrom(m), j))) => {
+                        marker = Some(m);
+                        journal = Some(j);
+                    }
+                    Ok(Ok((plan::Replayed::Nothing, j))) => journal = Some(j),
+                    Ok(Err(e)) => {
+                        tracing::warn!("plan journal unavailable ({e}); listing without one")
+                    }
+                    Err(_) => return,
+                }
+            }
             loop {
                 match store.list_page(&prefix, marker.take(), None).await {
                     Ok((entries, next)) => {
+                        if let Some(mut j) = journal.take() {
+                            let (e2, n2) = (entries.clone(), next.clone());
+                            journal = tokio::task::spawn_blocking(move || {
+                                j.append(&e2, n2.as_deref()).ok().map(|()| j)
+                            })
+                            .await
+                            .ok()
+                            .flatten();
+                        }
                         if tx.send(Ok(entries)).await.is_err() {
                             return;
                         }
@@ -229,14 +277,19 @@ pub async fn pull(
             let ctx = Arc::clone(&ctx);
             tasks.spawn(async move {
                 let dest = ctx.root.join(&rel);
-                if let Err(msg) = pull_file(&ctx, &entry, &dest).await {
-                    ctx.stats.fail(&entry.name, &msg);
-                    if msg.starts_with(FATAL_MARK) {
-                        return Err(msg);
+                let r = pull_fresh(&ctx, &entry, &dest).await;
+                drop(permit);
+                match r {
+                    Ok(()) => Ok(()),
+                    Err(Failure::Fatal(m)) => {
+                        ctx.stats.fail(&entry.name, &m);
+                        Err(m)
+                    }
+                    Err(f) => {
+                        ctx.stats.fail(&entry.name, f.message());
+                        Ok(())
                     }
                 }
-                drop(permit);
-                Ok(())
             });
             while let Some(r) = tasks.try_join_next() {
                 if let Ok(Err(msg)) = r {
@@ -283,6 +336,11 @@ pub async fn pull(
             stats.fail(&full.display().to_string(), &e.to_string());
         }
     }
+    if let Some(jp) = &journal_path {
+        // The run got to the end of its plan: the next run lists afresh (and so
+        // sees new blobs). Only an interrupted or fatally failed run leaves it.
+        let _ = fs::remove_file(jp);
+    }
     if stats.files_seen.load(Ordering::Relaxed) == 0 && !settings.allow_empty {
         return Err(crate::error::Error::Usage(format!(
             "nothing found under '{path}' in {}: check the path, or pass --allow-empty",
@@ -292,34 +350,66 @@ pub async fn pull(
     Ok(())
 }
 
-/// Messages starting with this stop the whole run (auth lost, container gone).
-const FATAL_MARK: &str = "fatal: ";
+/// How one file failed.
+#[derive(Debug)]
+enum Failure {
+    /// The run cannot go on (credential refused, container gone).
+    Fatal(String),
+    /// The blob changed since it was listed (ETag mismatch).
+    Changed(String),
+    /// The bytes were wrong: the partial file was removed.
+    Corrupt(String),
+    /// Anything else about this file.
+    Item(String),
+}
 
-fn fatal_or(e: store::Error) -> String {
-    if e.is_fatal() {
-        format!("{FATAL_MARK}{e}")
-    } else {
-        e.to_string()
+impl Failure {
+    fn message(&self) -> &str {
+        match self {
+            Failure::Fatal(m) | Failure::Changed(m) | Failure::Corrupt(m) | Failure::Item(m) => m,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Item(s)
+    }
+}
+
+/// Copies one blob; if it changed since it was listed (or planned by an
+/// earlier run), fetches its current properties and copies that version.
+async fn pull_fresh(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(), Failure> {
+    match pull_file(ctx, entry, dest).await {
+        Err(Failure::Changed(_)) => match ctx.store.head(&entry.name).await {
+            Ok(Some(fresh)) => pull_file(ctx, &fresh, dest).await,
+            Ok(None) => Err(Failure::Item(format!(
+                "blob '{}' was deleted during the run",
+                entry.name
+            ))),
+            Err(e) => Err(ctx.err(e)),
+        },
+        other => other,
     }
 }
 
 /// Copies one blob to `dest`. Returns a one-line message on failure.
-async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(), String> {
+async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(), Failure> {
     let meta = PosixMeta::decode(&entry.metadata);
     let src_mtime = meta.mtime.or(entry.last_modified);
     // Skip rule against what is already there.
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => {
-            return Err(format!(
+            return Err(Failure::Item(format!(
                 "'{}' is a directory; the blob cannot replace it",
                 dest.display()
-            ))
+            )))
         }
         Ok(m) if m.file_type().is_symlink() => {
-            return Err(format!(
+            return Err(Failure::Item(format!(
                 "'{}' is a symbolic link; refusing to replace it",
                 dest.display()
-            ))
+            )))
         }
         Ok(m) => {
             let local_hash = if ctx.settings.checksum && m.len() == entry.size {
@@ -390,13 +480,13 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
     let tmp = local::temp_path(dest, &entry.name);
     let moved = match download_to(ctx, entry, &meta, &tmp).await {
         Ok(n) => n,
-        Err(Failed::Corrupt(e)) => return Err(e),
-        Err(Failed::Other(e)) => {
+        Err(Failure::Corrupt(e)) => return Err(Failure::Corrupt(e)),
+        Err(other) => {
             // A ranged download keeps its partial file and range log for a rerun.
             if entry.size <= ctx.settings.block_size {
                 let _ = fs::remove_file(&tmp);
             }
-            return Err(e);
+            return Err(other);
         }
     };
     let fallback = src_mtime.map(SystemTime::from);
@@ -411,7 +501,7 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
     .and_then(|r| r.map_err(|e| io_message(&e, dest)));
     if let Err(e) = finish {
         let _ = fs::remove_file(&tmp);
-        return Err(e);
+        return Err(Failure::Item(e));
     }
     resume::remove(&resume::log_path(&tmp));
     tracing::info!(blob = %entry.name, path = %dest.display(), bytes = moved, "pulled");
@@ -440,20 +530,6 @@ fn io_message(e: &std::io::Error, path: &Path) -> String {
     }
 }
 
-/// How a download ended badly.
-enum Failed {
-    /// The bytes were wrong: the partial file is worthless and was removed.
-    Corrupt(String),
-    /// Anything else: the partial file and its range log stay for a rerun.
-    Other(String),
-}
-
-impl From<String> for Failed {
-    fn from(s: String) -> Self {
-        Failed::Other(s)
-    }
-}
-
 /// Downloads the blob into `tmp` and verifies it. Returns the bytes moved in
 /// this run (less than the size when earlier ranges were resumed).
 async fn download_to(
@@ -461,7 +537,7 @@ async fn download_to(
     entry: &BlobEntry,
     meta: &PosixMeta,
     tmp: &Path,
-) -> Result<u64, Failed> {
+) -> Result<u64, Failure> {
     let size = entry.size;
     if size <= ctx.settings.block_size {
         let file = ctx.create_temp(tmp, size)?;
@@ -470,27 +546,27 @@ async fn download_to(
             .store
             .get_range(&entry.name, 0, buf, entry.etag.as_deref())
             .await;
-        r.map_err(fatal_or)?;
+        r.map_err(|e| ctx.err(e))?;
         let expect_hash = meta.xxh3;
         let expect_md5 = entry.content_md5.clone();
         let t = tmp.to_path_buf();
-        let r = tokio::task::spawn_blocking(move || -> Result<(), Failed> {
+        let r = tokio::task::spawn_blocking(move || -> Result<(), Failure> {
             if let Some(h) = expect_hash {
                 if xxhash_rust::xxh3::xxh3_128(&data) != h {
-                    return Err(Failed::Corrupt(MISMATCH.into()));
+                    return Err(Failure::Corrupt(MISMATCH.into()));
                 }
             } else if let Some(md5) = expect_md5.filter(|m| m.len() == 16) {
                 if Md5::digest(&data).as_slice() != md5.as_slice() {
-                    return Err(Failed::Corrupt(
+                    return Err(Failure::Corrupt(
                         "content MD5 mismatch; the download was discarded".into(),
                     ));
                 }
             }
             file.write_all_at(&data, 0)
-                .map_err(|e| Failed::Other(io_message(&e, &t)))
+                .map_err(|e| Failure::Item(io_message(&e, &t)))
         })
         .await
-        .map_err(|e| Failed::Other(e.to_string()))?;
+        .map_err(|e| Failure::Item(e.to_string()))?;
         return r.map(|()| size);
     }
 
@@ -532,8 +608,8 @@ async fn download_to(
         ))
     })
     .await
-    .map_err(|e| Failed::Other(e.to_string()))?
-    .map_err(Failed::Other)?;
+    .map_err(|e| Failure::Item(e.to_string()))?
+    .map_err(Failure::Item)?;
     if tree.is_some() && done.values().any(Option::is_none) {
         done.clear();
     }
@@ -547,7 +623,7 @@ async fn download_to(
     ));
     let mut moved = 0u64;
     let mut parts = JoinSet::new();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<Failure> = None;
     for (i, (off, len)) in chunk::ranges(size, block).enumerate() {
         let index = i as u64;
         if done.contains_key(&index) {
@@ -563,9 +639,9 @@ async fn download_to(
         let want_hash = tree.is_some();
         parts.spawn(async move {
             let (data, r) = ctx2.store.get_range(&name, off, buf, etag.as_deref()).await;
-            r.map_err(fatal_or)?;
+            r.map_err(|e| ctx2.err(e))?;
             // The buffer (and its share of the budget) is freed once written.
-            tokio::task::spawn_blocking(move || -> Result<(), String> {
+            tokio::task::spawn_blocking(move || -> Result<(), Failure> {
                 let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
                 file.write_all_at(&data, off)
                     .map_err(|e| io_message(&e, &t))?;
@@ -594,7 +670,7 @@ async fn download_to(
         }
     }
     if let Some(e) = failure {
-        return Err(Failed::Other(e));
+        return Err(e);
     }
     let actual = file.metadata().map_err(|e| io_message(&e, tmp))?.len();
     let verdict = if actual != size {
@@ -611,8 +687,8 @@ async fn download_to(
         let t = tmp.to_path_buf();
         let got = tokio::task::spawn_blocking(move || local::hash_file(&t))
             .await
-            .map_err(|e| Failed::Other(e.to_string()))?
-            .map_err(|e| Failed::Other(io_message(&e, tmp)))?;
+            .map_err(|e| Failure::Item(e.to_string()))?
+            .map_err(|e| Failure::Item(io_message(&e, tmp)))?;
         (got != h).then(|| MISMATCH.to_string())
     } else {
         None
@@ -620,17 +696,17 @@ async fn download_to(
     if let Some(msg) = verdict {
         resume::remove(&log_path);
         let _ = fs::remove_file(tmp);
-        return Err(Failed::Corrupt(msg));
+        return Err(Failure::Corrupt(msg));
     }
     Ok(moved)
 }
 
 const MISMATCH: &str = "content hash mismatch (xxh3 in metadata); the download was discarded";
 
-fn join_error(r: Result<Result<(), String>, tokio::task::JoinError>) -> Option<String> {
+fn join_error(r: Result<Result<(), Failure>, tokio::task::JoinError>) -> Option<Failure> {
     match r {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(Failure::Item(e.to_string())),
     }
 }
