@@ -154,7 +154,14 @@ async fn finish(
 ) -> Result<ExitCode, Error> {
     tokio::select! {
         r = work => {
-            r?;
+            if let Err(e) = r {
+                // A fatal error after some work (credentials expired mid-run):
+                // report what was done before the error itself.
+                if stats.files_transferred.load(Ordering::Relaxed) + stats.files_failed.load(Ordering::Relaxed) > 0 {
+                    stats.finish(op, common.dry_run, common.json);
+                }
+                return Err(e);
+            }
             Ok(stats.finish(op, common.dry_run, common.json))
         }
         _ = shutdown_signal() => {

@@ -494,3 +494,70 @@ fn rerun_after_kill_works_from_the_plan_without_listing_again() {
         "the journal is removed after a clean run"
     );
 }
+
+#[test]
+fn sas_expiring_mid_run_stops_with_a_clear_message_and_no_secret() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    for i in 0..40 {
+        write(&src, &format!("f{i:02}"), &bytes(1000, i as u64));
+    }
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/sdk.py"))
+        .args(["sas", &env.container, "3"])
+        .env(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            env.azurite.connection_string(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let sas = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let sig = sas
+        .split("sig=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let slow = FaultProxy::start(env.azurite.port, |_, line| {
+        if line.starts_with("PUT") {
+            Action::Delay(250)
+        } else {
+            Action::Forward
+        }
+    });
+    let url = format!(
+        "http://127.0.0.1:{}/devstoreaccount1/{}/p?{sas}",
+        slow.port, env.container
+    );
+    let out = env
+        .cmd()
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .args([
+            "push",
+            src.to_str().unwrap(),
+            &url,
+            "--concurrency",
+            "1",
+            "--json",
+            "-v",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("access denied") && t.contains("SAS expiry"),
+        "{t}"
+    );
+    assert!(!t.contains(&sig), "the SAS signature leaked: {t}");
+    let summary: serde_json::Value =
+        serde_json::from_str(t.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let done = summary["files_transferred"].as_u64().unwrap();
+    assert!(
+        done > 0 && done < 40,
+        "some files before the expiry, not all: {summary}"
+    );
+}

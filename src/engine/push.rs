@@ -119,11 +119,13 @@ pub async fn push(
             blob,
             existing,
         };
-        if let Err(e) = push_one(&ctx, job).await {
-            stats.fail(&local.display().to_string(), &e);
-            if let Some(fatal) = e.strip_prefix(FATAL_MARK) {
-                return Err(crate::error::Error::Usage(fatal.to_string()));
+        match push_one(&ctx, job).await {
+            Err(Failure::Fatal(m)) => {
+                stats.fail(&local.display().to_string(), &m);
+                return Err(crate::error::Error::Usage(m));
             }
+            Err(Failure::Item(m)) => stats.fail(&local.display().to_string(), &m),
+            Ok(()) => {}
         }
         return Ok(());
     }
@@ -188,9 +190,13 @@ pub async fn push(
             let r = push_one(&ctx, job).await;
             drop(permit);
             match r {
-                Err(e) => {
-                    ctx.stats.fail(&shown, &e);
-                    e.strip_prefix(FATAL_MARK).map(str::to_string)
+                Err(Failure::Fatal(m)) => {
+                    ctx.stats.fail(&shown, &m);
+                    Some(m)
+                }
+                Err(Failure::Item(m)) => {
+                    ctx.stats.fail(&shown, &m);
+                    None
                 }
                 Ok(()) => None,
             }
@@ -343,18 +349,31 @@ fn walk_and_merge(
     fatal
 }
 
-const FATAL_MARK: &str = "fatal: ";
+/// How one item failed.
+#[derive(Debug)]
+enum Failure {
+    /// The run cannot go on (credential refused or expired, container gone).
+    Fatal(String),
+    /// Anything else about this item.
+    Item(String),
+}
 
-fn fatal_or(e: store::Error) -> String {
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Item(s)
+    }
+}
+
+fn fatal_or(e: store::Error) -> Failure {
     if e.is_fatal() {
-        format!("{FATAL_MARK}{e}")
+        Failure::Fatal(e.to_string())
     } else {
-        e.to_string()
+        Failure::Item(e.to_string())
     }
 }
 
 /// Uploads one file or directory stub.
-async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
+async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), Failure> {
     let Job {
         entry,
         blob,
@@ -448,7 +467,7 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), String> {
     let mut ids = Vec::new();
     let mut sent = 0u64;
     let mut parts = JoinSet::new();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<Failure> = None;
     for (i, (off, len)) in chunk::ranges(size, block).enumerate() {
         let id = chunk::block_id(fp, i as u64, block);
         let have = staged.get(&id) == Some(&len);
@@ -526,10 +545,10 @@ fn check_unchanged(path: &PathBuf, before: &std::fs::Metadata) -> Result<(), Str
     Ok(())
 }
 
-fn join_error(r: Result<Result<(), String>, tokio::task::JoinError>) -> Option<String> {
+fn join_error(r: Result<Result<(), Failure>, tokio::task::JoinError>) -> Option<Failure> {
     match r {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(Failure::Item(e.to_string())),
     }
 }

@@ -3,7 +3,8 @@
 Usage (connection string in AZURE_STORAGE_CONNECTION_STRING):
   sdk.py write CONTAINER       -- writes a known set of blobs, prints their sha256 as JSON
   sdk.py read CONTAINER PREFIX -- prints {name: {"sha256", "size", "metadata", "md5"}} as JSON
-  sdk.py sas CONTAINER         -- prints a container SAS (read/write/list/delete/add/create)
+  sdk.py sas CONTAINER [SECS]  -- prints a container SAS (read/write/list/delete/add/create),
+                                 valid for SECS seconds (default 2 hours)
 """
 import datetime
 import hashlib
@@ -63,7 +64,8 @@ def main():
             parts["AccountName"], container, account_key=parts["AccountKey"],
             permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True,
                                                add=True, create=True),
-            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2))
+            expiry=datetime.datetime.now(datetime.timezone.utc)
+            + datetime.timedelta(seconds=int(sys.argv[3]) if len(sys.argv) > 3 else 7200))
         print(sas)
     else:
         sys.exit("unknown command " + cmd)
