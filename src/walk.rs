@@ -11,8 +11,6 @@ use std::cmp::Ordering;
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
-use walkdir::{DirEntry, WalkDir};
-
 use crate::engine::local::TEMP_PREFIX;
 
 /// What a walked entry is.
@@ -50,9 +48,11 @@ pub struct WalkError {
     pub message: String,
 }
 
-fn sort_key(e: &DirEntry) -> Vec<u8> {
-    let mut k = e.file_name().as_encoded_bytes().to_vec();
-    if e.file_type().is_dir() {
+type Walker = jwalk::WalkDirGeneric<((), Option<std::io::Result<Metadata>>)>;
+
+fn sort_key(name: &std::ffi::OsStr, is_dir: bool) -> Vec<u8> {
+    let mut k = name.as_encoded_bytes().to_vec();
+    if is_dir {
         k.push(b'/');
     }
     k
@@ -60,17 +60,42 @@ fn sort_key(e: &DirEntry) -> Vec<u8> {
 
 /// Walks `root`, calling `f` for each entry (the root itself excluded) in
 /// blob-name order. `f` returns false to stop.
+///
+/// Directories are read and entries stat'ed in parallel (jwalk on rayon:
+/// measured 1.3× faster warm and 1.9× faster cold than walkdir on 200,000
+/// files, see `docs/benchmarks.md`; more on Lustre, where each stat is an
+/// RPC), while entries reach `f` in order on the calling thread.
 pub fn walk(
     root: &Path,
     follow_symlinks: bool,
     mut f: impl FnMut(Result<LocalEntry, WalkError>) -> bool,
 ) {
-    let mut it = WalkDir::new(root)
+    let walker = Walker::new(root)
         .follow_links(follow_symlinks)
+        .skip_hidden(false)
         .min_depth(1)
-        .sort_by(|a, b| -> Ordering { sort_key(a).cmp(&sort_key(b)) })
-        .into_iter();
-    while let Some(next) = it.next() {
+        .process_read_dir(move |_, _, _, children| {
+            children.sort_by(|a, b| match (a, b) {
+                (Ok(a), Ok(b)) => sort_key(a.file_name(), a.file_type().is_dir())
+                    .cmp(&sort_key(b.file_name(), b.file_type().is_dir())),
+                (Ok(_), Err(_)) => Ordering::Less,
+                (Err(_), Ok(_)) => Ordering::Greater,
+                (Err(_), Err(_)) => Ordering::Equal,
+            });
+            for e in children.iter_mut().flatten() {
+                // Never descend under a name that cannot become a blob name.
+                if e.file_name().to_str().is_none() {
+                    e.read_children_path = None;
+                }
+                let path = e.path();
+                e.client_state = Some(if follow_symlinks {
+                    std::fs::metadata(&path)
+                } else {
+                    std::fs::symlink_metadata(&path)
+                });
+            }
+        });
+    for next in walker {
         let entry = match next {
             Ok(e) => e,
             Err(e) => {
@@ -91,22 +116,33 @@ pub fn walk(
                 continue;
             }
         };
+        let full = entry.path();
+        if let Some(err) = &entry.read_children_error {
+            let message = if err.loop_ancestor().is_some() {
+                "symbolic link loop; skipped".to_string()
+            } else {
+                err.io_error()
+                    .map(|io| io.to_string())
+                    .unwrap_or_else(|| err.to_string())
+            };
+            if !f(Err(WalkError {
+                path: full.display().to_string(),
+                message,
+            })) {
+                return;
+            }
+        }
         let name_ok = entry.file_name().to_str().is_some();
-        let rel = entry
-            .path()
+        let rel = full
             .strip_prefix(root)
             .ok()
             .and_then(Path::to_str)
             .map(str::to_string);
         let Some(rel) = rel.filter(|_| name_ok) else {
-            if entry.file_type().is_dir() {
-                it.skip_current_dir();
-            }
-            let keep = f(Err(WalkError {
-                path: entry.path().display().to_string(),
+            if !f(Err(WalkError {
+                path: full.display().to_string(),
                 message: "the name is not valid UTF-8 and cannot be a blob name; rename it".into(),
-            }));
-            if !keep {
+            })) {
                 return;
             }
             continue;
@@ -124,25 +160,22 @@ pub fn walk(
         } else {
             Kind::Special
         };
-        let meta = match if follow_symlinks {
-            std::fs::metadata(entry.path())
-        } else {
-            std::fs::symlink_metadata(entry.path())
-        } {
-            Ok(m) => m,
-            Err(e) => {
+        let meta = match entry.client_state {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
                 if !f(Err(WalkError {
-                    path: entry.path().display().to_string(),
+                    path: full.display().to_string(),
                     message: e.to_string(),
                 })) {
                     return;
                 }
                 continue;
             }
+            None => continue,
         };
         if !f(Ok(LocalEntry {
             rel,
-            path: entry.path().to_path_buf(),
+            path: full,
             kind,
             meta,
         })) {
