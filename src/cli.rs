@@ -22,6 +22,9 @@ pub struct Opts {
     /// Credential mode: auto, key, sas, managed-identity, workload-identity, azure-cli, client-secret, anonymous.
     #[arg(long, global = true, value_name = "MODE")]
     pub auth: Option<String>,
+    /// Abandon and retry a request when no byte arrives for SECS seconds.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: u64,
     /// Also write JSON-lines logs (info level: files moved, retries, failures) to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<std::path::PathBuf>,

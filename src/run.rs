@@ -58,6 +58,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             path: "tokio runtime".into(),
             source: e,
         })?;
+    let read_timeout = std::time::Duration::from_secs(opts.read_timeout);
     runtime.block_on(async move {
         if let Command::Doctor { remote, dest, json } = &opts.command {
             let checks = crate::doctor::run(flags, remote.as_deref(), dest.as_deref()).await;
@@ -76,7 +77,11 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 let mut settings = settings(&common, false, true)?;
                 settings.stripe = stripe;
                 let stats = Stats::new(common.quiet || common.json);
-                let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
+                let store = Arc::new(BlobStore::with_timeout(
+                    &target,
+                    Arc::clone(&stats.retries),
+                    read_timeout,
+                )?);
                 let _bar = Progress::start(&stats, !(common.quiet || common.json));
                 let work =
                     engine::pull::pull(store, &target.path, &local, settings, Arc::clone(&stats));
@@ -94,7 +99,11 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 let target = sources.resolve(&spec)?;
                 let settings = settings(&common, follow_symlinks, !no_dir_stubs)?;
                 let stats = Stats::new(common.quiet || common.json);
-                let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
+                let store = Arc::new(BlobStore::with_timeout(
+                    &target,
+                    Arc::clone(&stats.retries),
+                    read_timeout,
+                )?);
                 if create_container && !common.dry_run {
                     store.create_container().await?;
                 }
@@ -120,7 +129,11 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 let target = sources.resolve(&spec)?;
                 let settings = settings(&common, false, true)?;
                 let stats = Stats::new(true);
-                let store = Arc::new(BlobStore::new(&target, Arc::clone(&stats.retries))?);
+                let store = Arc::new(BlobStore::with_timeout(
+                    &target,
+                    Arc::clone(&stats.retries),
+                    read_timeout,
+                )?);
                 let report = crate::verify::verify(
                     store,
                     std::path::Path::new(&local),
@@ -139,7 +152,8 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 let spec = remote::parse(&r).map_err(Error::Usage)?;
                 let target = sources.resolve(&spec)?;
                 let stats = Stats::new(true);
-                let store = BlobStore::new(&target, Arc::clone(&stats.retries))?;
+                let store =
+                    BlobStore::with_timeout(&target, Arc::clone(&stats.retries), read_timeout)?;
                 ls(&store, &target.path, long, recursive, json).await
             }
         }

@@ -47,12 +47,53 @@ impl Budget {
         }
     }
 
+    /// Waits until all of `lens` may be held at once, then returns one buffer
+    /// per length. Taking the whole set in one acquisition means two callers
+    /// can never each hold part of what they need and wait for the other.
+    pub async fn buffers(&self, lens: &[usize]) -> Vec<Buffer> {
+        let pages: Vec<u64> = lens
+            .iter()
+            .map(|&l| (l as u64).div_ceil(PAGE).max(1))
+            .collect();
+        let total = pages.iter().sum::<u64>().min(self.pages as u64) as u32;
+        let mut permit = Arc::clone(&self.sem).acquire_many_owned(total).await.ok();
+        let mut left = total as u64;
+        lens.iter()
+            .zip(pages)
+            .map(|(&len, p)| {
+                let take = p.min(left);
+                left -= take;
+                let part = permit.as_mut().and_then(|all| {
+                    if take as usize >= all.num_permits() {
+                        None
+                    } else {
+                        all.split(take as usize)
+                    }
+                });
+                // The last buffer keeps whatever remains of the permit.
+                let part = part.or_else(|| if left == 0 { permit.take() } else { None });
+                self.make(len, part)
+            })
+            .collect()
+    }
+
     /// Waits until `len` bytes may be held, then returns a buffer of `len`
     /// bytes (contents unspecified). A request larger than the whole budget
     /// waits for the whole budget.
     pub async fn buffer(&self, len: usize) -> Buffer {
         let want = ((len as u64).div_ceil(PAGE).max(1)).min(self.pages as u64) as u32;
         let permit = Arc::clone(&self.sem).acquire_many_owned(want).await.ok();
+        self.make(len, permit)
+    }
+
+    /// The largest number of `block`-byte buffers one caller should take at
+    /// once so that at least two such sets fit in the budget.
+    pub fn max_set(&self, block: u64) -> usize {
+        let blocks = (self.pages as u64 * PAGE) / block.max(1);
+        (blocks / 2).max(1) as usize
+    }
+
+    fn make(&self, len: usize, permit: Option<OwnedSemaphorePermit>) -> Buffer {
         let pooled = len >= POOL_MIN && len <= self.pool.block;
         let data = if pooled {
             let recycled = self.pool.free.lock().ok().and_then(|mut f| f.pop());
@@ -112,6 +153,37 @@ impl Drop for Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sets_are_taken_whole_so_callers_cannot_deadlock() {
+        let b = Budget::new(3 << 20, 1 << 20);
+        assert_eq!(b.max_set(1 << 20), 1);
+        let mut waiters = Vec::new();
+        for _ in 0..4 {
+            let b = b.clone();
+            waiters.push(tokio::spawn(async move {
+                let set = b.buffers(&[1 << 20, 1 << 20]).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                set.len()
+            }));
+        }
+        for w in waiters {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), w)
+                .await
+                .expect("no deadlock")
+                .unwrap();
+            assert_eq!(n, 2);
+        }
+        // A set larger than the whole budget is granted as the whole budget.
+        let big = b.buffers(&[2 << 20, 2 << 20]).await;
+        assert_eq!(big.iter().map(|x| x.len()).sum::<usize>(), 4 << 20);
+        drop(big);
+        assert_eq!(
+            b.buffers(&[1 << 20; 3]).await.len(),
+            3,
+            "every permit came back"
+        );
+    }
 
     #[tokio::test]
     async fn budget_blocks_when_exhausted_and_recycles() {

@@ -624,13 +624,29 @@ async fn download_to(
     let mut moved = 0u64;
     let mut parts = JoinSet::new();
     let mut failure: Option<Failure> = None;
-    for (i, (off, len)) in chunk::ranges(size, block).enumerate() {
-        let index = i as u64;
-        if done.contains_key(&index) {
-            continue;
+    // Requests cover up to PULL_REQUEST bytes: runs of consecutive missing
+    // blocks, each block its own pooled buffer, hash and log record.
+    let per_request =
+        ((super::PULL_REQUEST / block).max(1) as usize).min(ctx.budget.max_set(block));
+    let blocks: Vec<(u64, u64, u64)> = chunk::ranges(size, block)
+        .enumerate()
+        .filter(|(i, _)| !done.contains_key(&(*i as u64)))
+        .map(|(i, (off, len))| (i as u64, off, len))
+        .collect();
+    let mut runs: Vec<Vec<(u64, u64, u64)>> = Vec::new();
+    for b in blocks {
+        match runs.last_mut() {
+            Some(run) if run.len() < per_request && run.last().is_some_and(|l| l.0 + 1 == b.0) => {
+                run.push(b)
+            }
+            _ => runs.push(vec![b]),
         }
-        moved += len;
-        let buf = ctx.budget.buffer(len as usize).await;
+    }
+    for run in runs {
+        let off = run[0].1;
+        let lens: Vec<usize> = run.iter().map(|&(_, _, len)| len as usize).collect();
+        moved += lens.iter().sum::<usize>() as u64;
+        let bufs = ctx.budget.buffers(&lens).await;
         let ctx2 = Arc::clone(ctx);
         let name = entry.name.clone();
         let etag = entry.etag.clone();
@@ -638,17 +654,22 @@ async fn download_to(
         let t = tmp.to_path_buf();
         let want_hash = tree.is_some();
         parts.spawn(async move {
-            let (data, r) = ctx2.store.get_range(&name, off, buf, etag.as_deref()).await;
+            let (bufs, r) = ctx2
+                .store
+                .get_range_into(&name, off, bufs, etag.as_deref())
+                .await;
             r.map_err(|e| ctx2.err(e))?;
-            // The buffer (and its share of the budget) is freed once written.
+            // Each buffer (and its share of the budget) is freed once written.
             tokio::task::spawn_blocking(move || -> Result<(), Failure> {
-                let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
-                file.write_all_at(&data, off)
-                    .map_err(|e| io_message(&e, &t))?;
-                drop(data);
-                log.record(index, h).map_err(|e| io_message(&e, &t))?;
-                if let Ok(mut hs) = hashes.lock() {
-                    hs[index as usize] = h;
+                for (data, (index, boff, _)) in bufs.into_iter().zip(run) {
+                    let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
+                    file.write_all_at(&data, boff)
+                        .map_err(|e| io_message(&e, &t))?;
+                    drop(data);
+                    log.record(index, h).map_err(|e| io_message(&e, &t))?;
+                    if let Ok(mut hs) = hashes.lock() {
+                        hs[index as usize] = h;
+                    }
                 }
                 Ok(())
             })

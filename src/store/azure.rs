@@ -26,6 +26,12 @@ use crate::config::Target;
 use crate::redact::redact;
 use crate::retry::{retry, retry_with, RetryConfig, RetryCounter};
 
+/// Default time without a byte before a request is abandoned and retried:
+/// 60 s, the SDK's own default, long enough for a throttled service.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time to establish a connection: 10 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One blob as listed.
 #[derive(Debug, Clone)]
 pub struct BlobEntry {
@@ -101,8 +107,19 @@ impl std::fmt::Debug for BlobStore {
 }
 
 impl BlobStore {
-    /// Builds a client for `target`'s container. Makes no request.
+    /// Builds a client for `target`'s container with the default read timeout.
+    /// Makes no request.
     pub fn new(target: &Target, retries: Arc<RetryCounter>) -> Result<Self, Error> {
+        Self::with_timeout(target, retries, DEFAULT_READ_TIMEOUT)
+    }
+
+    /// Builds a client whose requests fail (and are retried) when no byte
+    /// arrives for `read_timeout`: a stalled connection never hangs a run.
+    pub fn with_timeout(
+        target: &Target,
+        retries: Arc<RetryCounter>,
+        read_timeout: Duration,
+    ) -> Result<Self, Error> {
         let mut url: Url = target.endpoint.clone();
         {
             let mut segs = url.path_segments_mut().map_err(|_| Error::Other {
@@ -118,10 +135,20 @@ impl BlobStore {
             Auth::Token { credential, .. } => Some(Arc::clone(credential)),
             _ => None,
         };
+        let http = reqwest::ClientBuilder::new()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(read_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Other {
+                op: "http client".into(),
+                detail: e.to_string(),
+            })?;
         let options = BlobContainerClientOptions {
             client_options: ClientOptions {
                 per_try_policies: vec![Arc::new(RequestPolicy::new(&target.auth))],
                 retry: RetryOptions::none(),
+                transport: Some(azure_core::http::Transport::new(Arc::new(http))),
                 ..Default::default()
             },
             ..Default::default()
@@ -336,6 +363,76 @@ impl BlobStore {
                 .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok()),
             metadata,
         }))
+    }
+
+    /// Fills `bufs`, one after the other, with the bytes at `offset` (one
+    /// request for all of them), checking the ETag when given. The buffers
+    /// come back in every case, so the caller can reuse them.
+    pub async fn get_range_into<B>(
+        &self,
+        name: &str,
+        offset: u64,
+        bufs: Vec<B>,
+        etag: Option<&str>,
+    ) -> (Vec<B>, Result<(), Error>)
+    where
+        B: std::ops::DerefMut<Target = [u8]> + Send,
+    {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if len == 0 {
+            return (bufs, Ok(()));
+        }
+        let blob = self.client.blob_client(name);
+        retry_with(&self.retry, &self.retries, "get", bufs, |mut bufs| {
+            let blob = &blob;
+            async move {
+                let options = BlobClientDownloadOptions {
+                    range: Some(HttpRange::new(offset, len as u64)),
+                    parallel: NonZero::new(1),
+                    partition_size: NonZero::new(len),
+                    if_match: etag.map(|e| e.to_string().into()),
+                    ..Default::default()
+                };
+                let mut body = match blob.download(Some(options)).await {
+                    Ok(r) => r.body,
+                    Err(e) => return (bufs, Err(self.classify("get", Some(name), e))),
+                };
+                let (mut which, mut at, mut got) = (0usize, 0usize, 0usize);
+                while let Some(chunk) = body.next().await {
+                    let mut chunk = match chunk {
+                        Ok(c) => c,
+                        Err(e) => return (bufs, Err(self.classify("get body", Some(name), e))),
+                    };
+                    while !chunk.is_empty() {
+                        let Some(buf) = bufs.get_mut(which) else {
+                            // More bytes than asked for.
+                            got = len + 1;
+                            break;
+                        };
+                        let n = (buf.len() - at).min(chunk.len());
+                        buf[at..at + n].copy_from_slice(&chunk[..n]);
+                        let _ = chunk.split_to(n);
+                        at += n;
+                        got += n;
+                        if at == buf.len() {
+                            which += 1;
+                            at = 0;
+                        }
+                    }
+                }
+                let result = if got == len {
+                    Ok(())
+                } else {
+                    Err(Error::Transient {
+                        op: format!("get {name}"),
+                        detail: format!("body of {got} bytes where {len} were asked for"),
+                        retry_after: None,
+                    })
+                };
+                (bufs, result)
+            }
+        })
+        .await
     }
 
     /// Fills `buf` with the bytes at `offset`, checking the ETag when given.

@@ -10,7 +10,7 @@
 
 mod azure;
 
-pub use azure::{parse_list_page, BlobEntry, BlobStore};
+pub use azure::{parse_list_page, BlobEntry, BlobStore, DEFAULT_READ_TIMEOUT};
 
 use std::time::Duration;
 

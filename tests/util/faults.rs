@@ -23,6 +23,8 @@ pub enum Action {
     CutMidBody,
     /// Wait this many milliseconds, then forward.
     Delay(u64),
+    /// Read the request, then say nothing for this many milliseconds and close.
+    Stall(u64),
 }
 
 /// A running proxy.
@@ -123,6 +125,10 @@ fn serve(
         if let Action::Delay(ms) = action {
             std::thread::sleep(Duration::from_millis(ms));
         }
+        if let Action::Stall(ms) = action {
+            std::thread::sleep(Duration::from_millis(ms));
+            return Ok(());
+        }
         match action {
             Action::Busy => {
                 client.write_all(b"HTTP/1.1 503 Server Busy\r\nRetry-After: 1\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 0\r\n\r\n")?;
@@ -132,7 +138,7 @@ fn serve(
                 client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nx-ms-error-code: InternalError\r\nContent-Length: 0\r\n\r\n")?;
                 continue;
             }
-            Action::Forward | Action::CutMidBody | Action::Delay(_) => {}
+            Action::Forward | Action::CutMidBody | Action::Delay(_) | Action::Stall(_) => {}
         }
         let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
         up.write_all(&head)?;
