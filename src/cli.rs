@@ -81,6 +81,32 @@ pub enum Command {
         #[arg(long)]
         create_container: bool,
     },
+    /// Copy a local file or tree to a local directory (e.g. /AMLFS ⇄ /mnt/resource),
+    /// with the same skip rules, summaries and Lustre layouts as pull.
+    ///
+    /// Example: hopstage copy /AMLFS/proj/input /mnt/resource/input
+    Copy {
+        /// Source file or directory.
+        #[arg(value_name = "SRC")]
+        src: std::path::PathBuf,
+        /// Destination directory (or file path when SRC is a file).
+        #[arg(value_name = "DST")]
+        dst: std::path::PathBuf,
+        /// Transfer options.
+        #[command(flatten)]
+        common: TransferArgs,
+        /// Lustre layout for new files: auto, inherit, mirror (the source's layout
+        /// when both sides are Lustre), count=N,size=S[,pool=P], or pfl:....
+        #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = crate::lustre::policy::parse)]
+        stripe: crate::lustre::StripePolicy,
+        /// HSM-released source files (Lustre): restore (read them, which
+        /// restores them), skip, or fail.
+        #[arg(long, value_enum, default_value = "restore", value_name = "WHAT")]
+        hsm: crate::engine::copy::Hsm,
+        /// Copy what symbolic links point to instead of recreating the links.
+        #[arg(long)]
+        follow_symlinks: bool,
+    },
     /// Compare a local tree and a blob prefix by size and content hash.
     ///
     /// Exit 0 when identical, 1 when anything differs. Example:

@@ -113,6 +113,21 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 finish(work, &stats, "push", &common).await
             }
             Command::Layout { path, json } => layout_cmd(&path, json),
+            Command::Copy {
+                src,
+                dst,
+                common,
+                stripe,
+                hsm,
+                follow_symlinks,
+            } => {
+                let mut settings = settings(&common, follow_symlinks, false)?;
+                settings.stripe = stripe;
+                let stats = Stats::new(common.quiet || common.json);
+                let _bar = Progress::start(&stats, !(common.quiet || common.json));
+                let work = engine::copy::copy(&src, &dst, settings, Arc::clone(&stats), hsm);
+                finish(work, &stats, "copy", &common).await
+            }
             Command::Doctor { .. } | Command::Completions { .. } | Command::Man => {
                 Ok(ExitCode::Success)
             }

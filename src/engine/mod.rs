@@ -11,6 +11,7 @@
 
 pub mod buffers;
 pub mod chunk;
+pub mod copy;
 pub mod local;
 pub mod plan;
 pub mod pull;

@@ -628,6 +628,7 @@ async fn download_to(
     // blocks, each block its own pooled buffer, hash and log record.
     let per_request =
         ((super::PULL_REQUEST / block).max(1) as usize).min(ctx.budget.max_set(block));
+    let writer = Arc::new(std::sync::Mutex::new(()));
     let blocks: Vec<(u64, u64, u64)> = chunk::ranges(size, block)
         .enumerate()
         .filter(|(i, _)| !done.contains_key(&(*i as u64)))
@@ -651,6 +652,7 @@ async fn download_to(
         let name = entry.name.clone();
         let etag = entry.etag.clone();
         let (file, log, hashes) = (Arc::clone(&file), Arc::clone(&log), Arc::clone(&hashes));
+        let writer = Arc::clone(&writer);
         let t = tmp.to_path_buf();
         let want_hash = tree.is_some();
         parts.spawn(async move {
@@ -661,6 +663,10 @@ async fn download_to(
             r.map_err(|e| ctx2.err(e))?;
             // Each buffer (and its share of the budget) is freed once written.
             tokio::task::spawn_blocking(move || -> Result<(), Failure> {
+                // One writer per file at a time: concurrent buffered writes to
+                // one inode contend on its lock, and on two cores the kernel's
+                // waiters spin instead of sleeping.
+                let _turn = writer.lock();
                 for (data, (index, boff, _)) in bufs.into_iter().zip(run) {
                     let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
                     file.write_all_at(&data, boff)

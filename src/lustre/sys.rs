@@ -171,3 +171,38 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur as u64)
 }
+
+/// `copy_file_range` of up to `len` bytes from `src` at `off` to `dst` at
+/// the same offset, looping until done. Returns `Err` with EXDEV/EINVAL/
+/// ENOSYS/EOPNOTSUPP when the kernel cannot do it (callers then fall back to
+/// read and write).
+pub fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, off: u64, len: u64) -> io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let mut off_in = (off + done) as libc::loff_t;
+        let mut off_out = (off + done) as libc::loff_t;
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: both fds are open; the offset pointers point at live locals.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "source shorter than expected",
+            ));
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
