@@ -122,13 +122,18 @@ pub enum Command {
         #[command(flatten)]
         common: TransferArgs,
     },
-    /// Print the Lustre layout of a file or directory (like lfs getstripe).
+    /// Print the Lustre layout of a file or directory (like lfs getstripe), or
+    /// with --set give a directory its default layout (like lfs setstripe DIR).
     ///
     /// Example: hopstage layout /AMLFS/proj/big.h5
     Layout {
         /// The file or directory.
         #[arg(value_name = "PATH")]
         path: std::path::PathBuf,
+        /// Set this default layout on the directory PATH: count=N,size=S[,pool=P]
+        /// or pfl:END/count=N[/size=S],...,eof/count=N.
+        #[arg(long, value_name = "LAYOUT", value_parser = crate::lustre::policy::parse)]
+        set: Option<crate::lustre::StripePolicy>,
         /// JSON output.
         #[arg(long)]
         json: bool,

@@ -112,7 +112,22 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                     engine::push::push(store, &local, &target.path, settings, Arc::clone(&stats));
                 finish(work, &stats, "push", &common).await
             }
-            Command::Layout { path, json } => layout_cmd(&path, json),
+            Command::Layout { path, json, set } => match set {
+                None => layout_cmd(&path, json),
+                Some(crate::lustre::StripePolicy::Explicit(l)) => {
+                    match crate::lustre::set_dir_default(&path, &l) {
+                        Ok(()) => layout_cmd(&path, json),
+                        Err(crate::lustre::Error::NotLustre) => Err(Error::Usage(format!(
+                            "'{}' is not on a Lustre file system: it has no layout",
+                            path.display()
+                        ))),
+                        Err(e) => Err(Error::Usage(e.to_string())),
+                    }
+                }
+                Some(_) => Err(Error::Usage(
+                    "--set takes an explicit layout (count=N,size=S[,pool=P] or pfl:...), not a policy".into(),
+                )),
+            },
             Command::Copy {
                 src,
                 dst,

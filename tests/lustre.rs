@@ -316,3 +316,54 @@ fn dry_run_shows_layout_and_stripe_aligned_ranges() {
     assert_eq!(set_stripes(&events).len(), 1);
     assert_same_tree(&src, &dst);
 }
+
+#[test]
+fn directory_default_layouts_plain_by_ioctl_and_pfl_by_xattr() {
+    let env = TestEnv::new();
+    let root = env.path("amlfs");
+    let lustre = fake(&root);
+    let dir = root.join("proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "layout",
+        dir.to_str().unwrap(),
+        "--set",
+        "count=4,size=4M",
+        "--json",
+    ]);
+    let (out, events) = lustre.run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let sets = set_stripes(&events);
+    assert_eq!(sets.len(), 1, "{events:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["components"][0]["stripe_count"], 4, "{v}");
+    let pfl_dir = root.join("pfl");
+    std::fs::create_dir_all(&pfl_dir).unwrap();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "layout",
+        pfl_dir.to_str().unwrap(),
+        "--set",
+        "pfl:64M/count=1,eof/count=-1",
+    ]);
+    let (out, events) = lustre.run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        events.iter().any(|e| matches!(e, Event::SetXattr { .. })),
+        "{events:?}"
+    );
+    assert!(
+        set_stripes(&events).is_empty(),
+        "PFL never through the directory ioctl"
+    );
+    let out = env.run(&[
+        "layout",
+        env.dir.path().to_str().unwrap(),
+        "--set",
+        "count=2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["layout", dir.to_str().unwrap(), "--set", "auto"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

@@ -134,6 +134,30 @@ pub fn create_with_layout(path: &Path, layout: &Layout, mode: u32) -> Result<Fil
     Ok(File::from(fd))
 }
 
+/// Sets the default layout of directory `dir` (new files created in it
+/// inherit it): plain layouts through `LL_IOC_LOV_SETSTRIPE` on the directory,
+/// PFL through the `lustre.lov` xattr (the directory ioctl rejects PFL with
+/// errno 524).
+pub fn set_dir_default(dir: &Path, layout: &Layout) -> Result<(), Error> {
+    let sys_err = |op, source| Error::Sys {
+        op,
+        path: dir.display().to_string(),
+        source,
+    };
+    let f = File::open(dir).map_err(|e| sys_err("open", e))?;
+    if sys::fs_type(f.as_fd()).ok() != Some(layout::LL_SUPER_MAGIC) {
+        return Err(Error::NotLustre);
+    }
+    match layout {
+        Layout::Plain(_) => {
+            let mut buf = layout.encode();
+            sys::set_stripe(f.as_fd(), &mut buf).map_err(|e| sys_err("LL_IOC_LOV_SETSTRIPE", e))
+        }
+        Layout::Composite(_) => sys::set_lov_xattr(f.as_fd(), &layout.encode())
+            .map_err(|e| sys_err("fsetxattr(lustre.lov)", e)),
+    }
+}
+
 /// Reads the layout of a file or directory.
 pub fn read_layout(path: &Path) -> Result<Decoded, Error> {
     let f = File::open(path).map_err(|e| Error::Sys {
