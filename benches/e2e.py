@@ -335,10 +335,13 @@ def write_markdown(rows, out, rounds, raw):
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        many_files = r["case"] in ("small", "latency")
         for t in ("hopstage", "rclone"):
             x = r[t]
+            per_gib = "—" if many_files else f"{x['cpu_per_gib']:.2f}"
+            per_k = f"{x['cpu_per_kfile']:.3f}" if many_files else "—"
             lines.append(f"| {r['case']} ({r['desc']}) | {r['dir']} | {t} | {x['wall']:.2f} | {x['cpu']:.2f} | "
-                         f"{x['cpu_per_gib']:.2f} | {x['cpu_per_kfile']:.3f} | {x['rss']:.0f} | {x['azurite']:.2f} |")
+                         f"{per_gib} | {per_k} | {x['rss']:.0f} | {x['azurite']:.2f} |")
     lines += ["", "| case | dir | wall ratio | CPU ratio | RSS ratio |", "|---|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['dir']} | {r['ratio_wall']:.2f} | {r['ratio_cpu']:.2f} | {r['ratio_rss']:.2f} |")
@@ -355,7 +358,14 @@ def main():
     ap.add_argument("--cases", default="big,medium,small,latency")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--render", metavar="JSON", help="only re-render the report from a saved benchmarks.json")
     a = ap.parse_args()
+    if a.render:
+        with open(a.render) as f:
+            raw = json.load(f)
+        rounds = max(len(c["results"]["hopstage"]["up"]) for c in raw.values())
+        write_markdown(summarize(raw), a.out, rounds, raw)
+        return
     if not os.path.exists(HOP):
         sys.exit("build first: cargo build --release")
     workdir = a.workdir or tempfile.mkdtemp(prefix="hopstage-bench-")

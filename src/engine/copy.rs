@@ -383,7 +383,12 @@ async fn copy_data(
     out.set_len(size).map_err(|e| e.to_string())?;
     let (input, out) = (Arc::new(input), Arc::new(out));
     let mut parts = JoinSet::new();
-    let per_file = Arc::new(Semaphore::new(4));
+    // Parallel ranges pay off where writers to one file do not contend: on
+    // Lustre (extent locks per stripe object). On a local file system one
+    // inode lock serialises them and, on few cores, waiters spin: measured on
+    // ext4, 4 parallel ranges of a 2 GiB copy took 6.3 s and 10 CPU-s against
+    // 1.3 s for one sequential copy_file_range (cp -a).
+    let per_file = Arc::new(Semaphore::new(if ctx.dst_lustre.is_some() { 4 } else { 1 }));
     for (off, len) in chunk::ranges(size, block) {
         let permit = Arc::clone(&per_file)
             .acquire_owned()

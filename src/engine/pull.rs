@@ -653,6 +653,7 @@ async fn download_to(
         let etag = entry.etag.clone();
         let (file, log, hashes) = (Arc::clone(&file), Arc::clone(&log), Arc::clone(&hashes));
         let writer = Arc::clone(&writer);
+        let on_lustre = ctx.lustre.is_some();
         let t = tmp.to_path_buf();
         let want_hash = tree.is_some();
         parts.spawn(async move {
@@ -663,10 +664,11 @@ async fn download_to(
             r.map_err(|e| ctx2.err(e))?;
             // Each buffer (and its share of the budget) is freed once written.
             tokio::task::spawn_blocking(move || -> Result<(), Failure> {
-                // One writer per file at a time: concurrent buffered writes to
-                // one inode contend on its lock, and on two cores the kernel's
-                // waiters spin instead of sleeping.
-                let _turn = writer.lock();
+                // One writer per file at a time, except on Lustre (extent locks
+                // per stripe object): concurrent buffered writes to one local
+                // inode contend on its lock, and on few cores the kernel's
+                // waiters spin instead of sleeping (see engine::copy).
+                let _turn = (!on_lustre).then(|| writer.lock());
                 for (data, (index, boff, _)) in bufs.into_iter().zip(run) {
                     let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
                     file.write_all_at(&data, boff)
