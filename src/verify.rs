@@ -68,32 +68,7 @@ pub async fn verify(
     } else {
         format!("{prefix}/")
     };
-    let (remote_tx, mut remote_rx) = mpsc::channel::<Result<BlobEntry, store::Error>>(5000);
-    let lister = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            let mut marker = None;
-            loop {
-                match store.list_page(&list_prefix, marker.take(), None).await {
-                    Ok((entries, next)) => {
-                        for e in entries {
-                            if remote_tx.send(Ok(e)).await.is_err() {
-                                return;
-                            }
-                        }
-                        match next {
-                            Some(m) => marker = Some(m),
-                            None => return,
-                        }
-                    }
-                    Err(e) => {
-                        let _ = remote_tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-        })
-    };
+    let (mut remote_rx, lister) = store.stream_entries(list_prefix, 5000);
     let (pair_tx, mut pair_rx) = mpsc::channel::<Pair>(256);
     let root = local.to_path_buf();
     let follow = settings.follow_symlinks;
@@ -281,10 +256,11 @@ async fn compare(
     let file = Arc::new(std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?);
     for (off, len) in chunk::ranges(size, chunk::block_size_for(size, block)) {
         let buf = budget.buffer(len as usize).await;
-        let (remote, r) = store
-            .get_range(&blob.name, off, buf, blob.etag.as_deref())
+        let (mut bufs, r) = store
+            .get_range_into(&blob.name, off, vec![buf], blob.etag.as_deref())
             .await;
         r.map_err(|e| e.to_string())?;
+        let remote = bufs.pop().ok_or("no buffer")?;
         downloaded.fetch_add(len, Ordering::Relaxed);
         let mut mine = budget.buffer(len as usize).await;
         let f = Arc::clone(&file);

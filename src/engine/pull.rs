@@ -542,11 +542,14 @@ async fn download_to(
     if size <= ctx.settings.block_size {
         let file = ctx.create_temp(tmp, size)?;
         let buf = ctx.budget.buffer(size as usize).await;
-        let (data, r) = ctx
+        let (mut bufs, r) = ctx
             .store
-            .get_range(&entry.name, 0, buf, entry.etag.as_deref())
+            .get_range_into(&entry.name, 0, vec![buf], entry.etag.as_deref())
             .await;
         r.map_err(|e| ctx.err(e))?;
+        let data = bufs
+            .pop()
+            .ok_or_else(|| Failure::Item("no buffer".into()))?;
         let expect_hash = meta.xxh3;
         let expect_md5 = entry.content_md5.clone();
         let t = tmp.to_path_buf();

@@ -132,39 +132,16 @@ pub async fn push(
 
     let prefix = path.trim_end_matches('/').to_string();
     // Destination listing for the merge (not needed when everything is replaced).
-    let (remote_tx, remote_rx) = mpsc::channel::<Result<BlobEntry, store::Error>>(REMOTE_IN_FLIGHT);
-    let lister = if settings.overwrite != Overwrite::Always {
-        let store = Arc::clone(&store);
+    let (remote_rx, lister) = if settings.overwrite != Overwrite::Always {
         let list_prefix = if prefix.is_empty() {
             String::new()
         } else {
             format!("{prefix}/")
         };
-        Some(tokio::spawn(async move {
-            let mut marker = None;
-            loop {
-                match store.list_page(&list_prefix, marker.take(), None).await {
-                    Ok((entries, next)) => {
-                        for e in entries {
-                            if remote_tx.send(Ok(e)).await.is_err() {
-                                return;
-                            }
-                        }
-                        match next {
-                            Some(m) => marker = Some(m),
-                            None => return,
-                        }
-                    }
-                    Err(e) => {
-                        let _ = remote_tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-        }))
+        let (rx, task) = store.stream_entries(list_prefix, REMOTE_IN_FLIGHT);
+        (rx, Some(task))
     } else {
-        drop(remote_tx);
-        None
+        (mpsc::channel(1).1, None)
     };
 
     let walker = {

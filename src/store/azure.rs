@@ -286,6 +286,44 @@ impl BlobStore {
         .await
     }
 
+    /// Streams every entry under `prefix`, page by page, into a bounded
+    /// channel of `capacity` entries (a listing error ends the stream as its
+    /// last item). The task stops when the receiver is dropped.
+    pub fn stream_entries(
+        self: &Arc<Self>,
+        prefix: String,
+        capacity: usize,
+    ) -> (
+        tokio::sync::mpsc::Receiver<Result<BlobEntry, Error>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let store = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let mut marker = None;
+            loop {
+                match store.list_page(&prefix, marker.take(), None).await {
+                    Ok((entries, next)) => {
+                        for e in entries {
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                        match next {
+                            Some(m) => marker = Some(m),
+                            None => return,
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        (rx, task)
+    }
+
     /// Checks that the container exists and the credential works, with one
     /// cheap list call.
     pub async fn check_container(&self) -> Result<(), Error> {
@@ -430,52 +468,6 @@ impl BlobStore {
                     })
                 };
                 (bufs, result)
-            }
-        })
-        .await
-    }
-
-    /// Fills `buf` with the bytes at `offset`, checking the ETag when given.
-    /// The buffer comes back in every case, so the caller can reuse it.
-    pub async fn get_range<B>(
-        &self,
-        name: &str,
-        offset: u64,
-        buf: B,
-        etag: Option<&str>,
-    ) -> (B, Result<(), Error>)
-    where
-        B: std::ops::DerefMut<Target = [u8]> + Send,
-    {
-        let len = buf.len();
-        if len == 0 {
-            return (buf, Ok(()));
-        }
-        let blob = self.client.blob_client(name);
-        retry_with(&self.retry, &self.retries, "get", buf, |mut buf| {
-            let blob = &blob;
-            async move {
-                let options = BlobClientDownloadOptions {
-                    range: Some(HttpRange::new(offset, len as u64)),
-                    parallel: NonZero::new(1),
-                    partition_size: NonZero::new(len),
-                    if_match: etag.map(|e| e.to_string().into()),
-                    ..Default::default()
-                };
-                let rsp = match blob.download(Some(options)).await {
-                    Ok(r) => r,
-                    Err(e) => return (buf, Err(self.classify("get", Some(name), e))),
-                };
-                let result = match rsp.body.collect_into(&mut buf).await {
-                    Ok(n) if n == len => Ok(()),
-                    Ok(n) => Err(Error::Transient {
-                        op: format!("get {name}"),
-                        detail: format!("short body: {n} of {len} bytes"),
-                        retry_after: None,
-                    }),
-                    Err(e) => Err(self.classify("get body", Some(name), e)),
-                };
-                (buf, result)
             }
         })
         .await
