@@ -186,6 +186,7 @@ pub async fn pull(
         tokio::spawn(async move {
             let mut marker = None;
             let mut journal = None;
+            let mut listed_any = false;
             if let Some(jp) = journal_path {
                 let replay_tx = tx.clone();
                 let p = prefix.clone();
@@ -209,7 +210,11 @@ pub async fn pull(
                 }
             }
             loop {
-                match store.list_page(&prefix, marker.take(), None).await {
+                // A small first page gets bytes moving sooner; later pages
+                // are full size (the service's 5,000).
+                let page_size = (!listed_any).then_some(FIRST_PAGE);
+                listed_any = true;
+                match store.list_page(&prefix, marker.take(), page_size).await {
                     Ok((entries, next)) => {
                         if let Some(mut j) = journal.take() {
                             let (e2, n2) = (entries.clone(), next.clone());
@@ -349,6 +354,10 @@ pub async fn pull(
     }
     Ok(())
 }
+
+/// Entries asked for in the first listing page: time to the first byte on a
+/// large prefix is one small listing round trip, not a 5,000-entry one.
+const FIRST_PAGE: i32 = 200;
 
 /// How one file failed.
 #[derive(Debug)]
