@@ -281,17 +281,8 @@ async fn compare(
 }
 
 fn md5_file(path: &Path) -> std::io::Result<[u8; 16]> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
     let mut h = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    local::read_through(path, |b| h.update(b))?;
     Ok(h.finalize().into())
 }
 

@@ -129,18 +129,23 @@ pub fn apply_meta(
     Ok(())
 }
 
-/// xxh3-128 of a whole file, read sequentially.
-pub fn hash_file(path: &Path) -> io::Result<u128> {
+/// Feeds a whole file, read sequentially in 1 MiB pieces, to `update`.
+pub fn read_through(path: &Path, mut update: impl FnMut(&[u8])) -> io::Result<()> {
     let mut f = File::open(path)?;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        h.update(&buf[..n]);
+        update(&buf[..n]);
     }
+}
+
+/// xxh3-128 of a whole file, read sequentially.
+pub fn hash_file(path: &Path) -> io::Result<u128> {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    read_through(path, |b| h.update(b))?;
     Ok(h.digest128())
 }
 
