@@ -128,8 +128,28 @@ fn hostile_local_trees_are_reported_not_fatal() {
     ]);
     if as_nobody {
         use std::os::unix::process::CommandExt;
+        // The build tree may sit in a directory nobody cannot enter (a CI
+        // clone under a 0700 temp dir): run a copy of the binary from here.
+        let bin = env.path("hopstage-bin");
+        std::fs::copy(env!("CARGO_BIN_EXE_hopstage"), &bin).unwrap();
         make_world_traversable(env.dir.path());
-        cmd.uid(65534).gid(65534);
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+            .collect();
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
+        cmd = std::process::Command::new(&bin);
+        for (k, v) in envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.args(args)
+            .current_dir(env.dir.path())
+            .uid(65534)
+            .gid(65534);
     }
     let out = cmd.output().unwrap();
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
