@@ -164,6 +164,10 @@ pub enum Command {
     /// Print the man page (roff), generated from these definitions.
     #[command(hide = true)]
     Man,
+    /// Slurm integration: prolog/epilog hooks, burst buffer, directive checks.
+    ///
+    /// Example: hopstage slurm parse job.sh
+    Slurm(SlurmOpts),
     /// List blobs: size, modified time, name (with -l also owner, group, mode).
     ///
     /// Example: hopstage ls -l -R home:/proj
@@ -273,4 +277,80 @@ mod tests {
             Opts::try_parse_from(["hopstage", "pull", "a:/", "b", "--concurrency", "0"]).is_err()
         );
     }
+}
+
+/// `hopstage slurm ...`.
+#[derive(Debug, Args)]
+pub struct SlurmOpts {
+    /// The site config with the credential and the [slurm] rules.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// The hook or tool.
+    #[command(subcommand)]
+    pub command: SlurmCommand,
+}
+
+/// Slurm subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Stage the job's pulls in (slurm.conf Prolog= or prolog.d; runs as root).
+    Prolog,
+    /// Stage the job's pushes out and file its logs (Epilog= or epilog.d).
+    Epilog,
+    /// Check a batch script's #HOPSTAGE directives against the site's rules.
+    ///
+    /// Example: hopstage slurm parse job.sh
+    Parse {
+        /// The batch script.
+        #[arg(value_name = "SCRIPT")]
+        script: Option<std::path::PathBuf>,
+        /// A job comment to check as well ('hopstage: pull A B; push C D').
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Expand %u / $SLURM_JOB_USER as this user (default: $USER).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// Print (or write, with --write) the prolog/epilog wrappers, slurm.conf
+    /// lines and burst-buffer files.
+    Install {
+        /// Write the files under --slurm-dir instead of printing them.
+        #[arg(long)]
+        write: bool,
+        /// Slurm's configuration directory.
+        #[arg(long, value_name = "DIR", default_value = "/etc/slurm")]
+        slurm_dir: std::path::PathBuf,
+    },
+    /// Burst-buffer calls (from burst_buffer.lua).
+    #[command(subcommand)]
+    Bb(BbCommand),
+    /// Internal: the staging worker a hook starts (request on stdin).
+    #[command(hide = true)]
+    Stage,
+}
+
+/// `hopstage slurm bb ...` (called by burst_buffer.lua on the controller).
+#[derive(Debug, Subcommand)]
+pub enum BbCommand {
+    /// At submit: reject a job whose directives would fail.
+    Validate {
+        /// The job script.
+        script: std::path::PathBuf,
+        /// The submitting user's uid.
+        uid: u32,
+    },
+    /// While the job is pending: stage in.
+    DataIn {
+        /// Job id.
+        job_id: String,
+        /// The job script.
+        script: std::path::PathBuf,
+    },
+    /// After the job: stage out and file the logs.
+    DataOut {
+        /// Job id.
+        job_id: String,
+        /// The job script.
+        script: std::path::PathBuf,
+    },
 }

@@ -19,7 +19,7 @@ pub enum Overwrite {
 }
 
 /// Include/exclude globs, matched against the path relative to the transfer root.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Filter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,

@@ -37,7 +37,16 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 })?;
             return write_stdout(&buf);
         }
+        Command::Slurm(_) => {}
         _ => {}
+    }
+    if let Command::Slurm(s) = opts.command {
+        // Hooks manage their own processes and privileges: no runtime here.
+        return Ok(match crate::slurm::run(s) {
+            0 => ExitCode::Success,
+            1 => ExitCode::Partial,
+            _ => ExitCode::Fatal,
+        });
     }
     raise_fd_limit();
     let flags = AccountFlags {
@@ -143,7 +152,10 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 let work = engine::copy::copy(&src, &dst, settings, Arc::clone(&stats), hsm);
                 finish(work, &stats, "copy", &common).await
             }
-            Command::Doctor { .. } | Command::Completions { .. } | Command::Man => {
+            Command::Doctor { .. }
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::Slurm(_) => {
                 Ok(ExitCode::Success)
             }
             Command::Verify { src, dst, common } => {

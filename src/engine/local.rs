@@ -5,6 +5,10 @@
 //! root (a planted `dir -> /etc` is refused, not followed); temporary files
 //! are created 0600 beside their target and only renamed into place whole.
 
+/// How every "disk full" item error starts (the Slurm hooks treat it as a
+/// node fault, not the user's).
+pub const NO_SPACE: &str = "no space left on the device holding";
+
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};

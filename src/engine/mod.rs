@@ -67,3 +67,23 @@ pub struct Settings {
     /// Lustre layout policy for files created on Lustre.
     pub stripe: crate::lustre::StripePolicy,
 }
+
+impl Default for Settings {
+    /// The command line's defaults (skip unchanged files, size-tiered layouts).
+    fn default() -> Self {
+        Settings {
+            concurrency: DEFAULT_CONCURRENCY,
+            max_memory: DEFAULT_MAX_MEMORY,
+            block_size: DEFAULT_BLOCK_SIZE,
+            overwrite: Overwrite::IfChanged,
+            checksum: false,
+            dry_run: false,
+            filter: Filter::default(),
+            allow_empty: false,
+            dir_stubs: true,
+            follow_symlinks: false,
+            quiet: true,
+            stripe: crate::lustre::StripePolicy::Auto,
+        }
+    }
+}

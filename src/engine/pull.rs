@@ -521,7 +521,8 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
 fn io_message(e: &std::io::Error, path: &Path) -> String {
     match e.raw_os_error() {
         Some(libc::ENOSPC) => format!(
-            "no space left on the device holding '{}': free space or choose another destination",
+            "{} '{}': free space or choose another destination",
+            super::local::NO_SPACE,
             path.display()
         ),
         Some(libc::EDQUOT) => format!(

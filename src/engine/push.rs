@@ -505,7 +505,8 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), Failure> {
     Ok(())
 }
 
-fn md5_of(data: &[u8]) -> [u8; 16] {
+/// The MD5 of `data` (the transactional Content-MD5 of Put Blob).
+pub fn md5_of(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
 }
 
