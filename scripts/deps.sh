@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what hopstage's tests, demo and benchmarks need on a fresh Debian
 # machine, skipping whatever is already there: Azurite (npm), Microsoft's
-# Python SDK (PyPI), rclone, rpm and cpio (Debian). Idempotent.
+# Python SDK (PyPI), rclone, rpm, cpio, slurm-wlm and munge (Debian). Idempotent.
 set -euo pipefail
 
 need_apt=()
@@ -10,6 +10,10 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 [ -x /usr/bin/time ] || need_apt+=(time)
 command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
 command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
+# Slurm hook tests: a real slurmctld + slurmd + munged (and the Lua burst buffer).
+[ -x /usr/sbin/slurmctld ] || need_apt+=(slurm-wlm)
+[ -x /usr/sbin/munged ] || need_apt+=(munge)
+[ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive

@@ -336,8 +336,9 @@ pub enum BbCommand {
     Validate {
         /// The job script.
         script: std::path::PathBuf,
-        /// The submitting user's uid.
-        uid: u32,
+        /// The submitting user's uid (Slurm 22.05 does not pass it; then
+        /// `%u` is checked symbolically).
+        uid: Option<String>,
     },
     /// While the job is pending: stage in.
     DataIn {

@@ -10,4 +10,5 @@ mod lustre;
 mod mover;
 mod package;
 mod resume;
+mod slurm;
 mod util;

@@ -46,16 +46,21 @@ fn env_job() -> Result<Job, String> {
 
 /// `hopstage slurm prolog`: stage in before the job starts.
 pub fn prolog(config: Option<PathBuf>) -> i32 {
-    let ctx = match env_job().and_then(|job| load(config, job)) {
-        Ok(c) => c,
+    let job = match env_job() {
+        Ok(j) => j,
         Err(e) => return node_fault("prolog", &e),
     };
-    let script = batch_script(&ctx.job.id);
-    let parsed = all_directives(&ctx.job, script.as_deref());
-    let dir = ctx.hooks.state_dir.join(&ctx.job.id);
+    // Most jobs carry no directives: decide that before anything can fail.
+    let script = batch_script(&job.id);
+    let parsed = all_directives(&job, script.as_deref());
     if matches!(&parsed, Ok(d) if d.is_empty()) {
         return 0;
     }
+    let ctx = match load(config, job) {
+        Ok(c) => c,
+        Err(e) => return node_fault("prolog", &e),
+    };
+    let dir = ctx.hooks.state_dir.join(&ctx.job.id);
     if dir.join("bb").exists() {
         // The burst buffer staged this job while it was pending.
         return 0;
@@ -219,12 +224,17 @@ fn phase_name(p: Phase) -> String {
 /// `hopstage slurm bb validate SCRIPT UID`: submit-time check (fast, no I/O
 /// beyond the script and the config). Prints the reason and returns 1 when
 /// the job should be rejected.
-pub fn validate(config: Option<PathBuf>, script: &Path, uid: u32) -> i32 {
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
+pub fn validate(config: Option<PathBuf>, script: &Path, uid: Option<&str>) -> i32 {
+    let uid: Option<u32> = uid.and_then(|u| u.parse().ok());
+    let user = uid
+        .and_then(|u| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u))
+                .ok()
+                .flatten()
+        })
         .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string());
+        .unwrap_or_else(|| "JOB_USER".into());
+    let uid = uid.unwrap_or(u32::MAX);
     let job = Job {
         id: "0".into(),
         user,
@@ -451,11 +461,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The job's batch script, through `scontrol write batch_script` (root only;
 /// `None` for jobs without one: salloc, srun).
 fn batch_script(job_id: &str) -> Option<String> {
-    let out = Command::new("scontrol")
-        .args(["write", "batch_script", job_id, "-"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let out = output_within(
+        Command::new("scontrol").args(["write", "batch_script", job_id, "-"]),
+        SLURM_CMD_LIMIT,
+    )
+    .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -466,10 +476,11 @@ fn scontrol_job(job_id: &str) -> Result<Job, String> {
     if job_id.is_empty() || !job_id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("'{job_id}' is not a job id"));
     }
-    let out = Command::new("scontrol")
-        .args(["show", "job", "-o", job_id])
-        .output()
-        .map_err(|e| format!("cannot run scontrol: {e}"))?;
+    let out = output_within(
+        Command::new("scontrol").args(["show", "job", "-o", job_id]),
+        SLURM_CMD_LIMIT,
+    )
+    .map_err(|e| format!("scontrol: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "scontrol show job {job_id}: {}",
@@ -497,7 +508,7 @@ fn admin_comment(job_id: &str, message: &str) {
 }
 
 fn slurm_cmd(cmd: &str, args: &[&str]) {
-    match Command::new(cmd).args(args).output() {
+    match output_within(Command::new(cmd).args(args), SLURM_CMD_LIMIT) {
         Ok(o) if o.status.success() => {}
         Ok(o) => eprintln!(
             "hopstage: {cmd} {}: {}",
@@ -506,4 +517,51 @@ fn slurm_cmd(cmd: &str, args: &[&str]) {
         ),
         Err(e) => eprintln!("hopstage: cannot run {cmd}: {e}"),
     }
+}
+
+/// How long a Slurm client command may take (an unreachable controller must
+/// not hold a prolog for long).
+const SLURM_CMD_LIMIT: Duration = Duration::from_secs(30);
+
+/// `Command::output` with a time limit; the command is killed past it.
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<std::process::Output, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run: {e}"))?;
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let reader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        if let Some(s) = out.as_mut() {
+            let _ = s.read_to_end(&mut o);
+        }
+        o
+    });
+    let ereader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        if let Some(s) = err.as_mut() {
+            let _ = s.read_to_end(&mut o);
+        }
+        o
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer within {} s", limit.as_secs()));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: ereader.join().unwrap_or_default(),
+    })
 }

@@ -37,7 +37,7 @@ pub fn run(opts: SlurmOpts) -> i32 {
         SlurmCommand::Install { write, slurm_dir } => install(config, write, &slurm_dir),
         SlurmCommand::Bb(bb) => match bb {
             crate::cli::BbCommand::Validate { script, uid } => {
-                hooks::validate(config, &script, uid)
+                hooks::validate(config, &script, uid.as_deref())
             }
             crate::cli::BbCommand::DataIn { job_id, script } => {
                 hooks::burst_buffer(config, stage::Phase::In, &job_id, &script)

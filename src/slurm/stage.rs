@@ -94,6 +94,9 @@ pub struct Outcome {
     pub transfers: Vec<serde_json::Value>,
     /// Where the summary was filed, if it was.
     pub log: Option<String>,
+    /// When the phase ended (Unix seconds).
+    #[serde(default)]
+    pub finished_unix: u64,
 }
 
 /// Entry point of `hopstage slurm stage`: reads the request on stdin, writes
@@ -126,7 +129,14 @@ fn fail(req: &Request, status: Status, message: String) -> Outcome {
         message: Some(message),
         transfers: Vec::new(),
         log: None,
+        finished_unix: now_unix(),
     }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn run(req: Request) -> Outcome {
@@ -172,6 +182,7 @@ async fn stage(req: Request, sources: Sources) -> Outcome {
         message: None,
         transfers: Vec::new(),
         log: None,
+        finished_unix: 0,
     };
     let note = |out: &mut Outcome, status: Status, msg: String| {
         // The first failure is the one reported; a node fault outranks.
@@ -249,6 +260,7 @@ async fn stage(req: Request, sources: Sources) -> Outcome {
     if req.phase == Phase::Out {
         upload_outputs(&sources, &req, &mut out).await;
     }
+    out.finished_unix = now_unix();
     let name = format!("{}/{}.json", req.log_prefix, req.phase.name());
     match put_json(&sources, &name, &out).await {
         Ok(()) => out.log = Some(name),
@@ -398,7 +410,11 @@ async fn transfer(
     let summary = stats.summary(what, false);
     (
         Some(summary),
-        r.map_err(|e| (classify(&e), format!("{what} {remote}: {e}"))),
+        r.map_err(|e| {
+            // A directive cannot take --allow-empty: do not suggest it.
+            let m = e.to_string().replace(", or pass --allow-empty", "");
+            (classify(&e), format!("{what} {remote}: {m}"))
+        }),
     )
 }
 

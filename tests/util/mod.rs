@@ -4,6 +4,7 @@
 pub mod azurite;
 pub mod faults;
 pub mod lustre_sim;
+pub mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
