@@ -329,6 +329,49 @@ fn slurm_burst_buffer_stages_while_the_job_is_pending() {
     assert_eq!(s.drained().trim(), "");
 }
 
+#[test]
+fn slurm_controller_prolog_stages_once_per_job() {
+    let env = TestEnv::new();
+    let (data, logs) = containers(&env);
+    seed_input(&env);
+    let s = Slurm::start(Azurite::shared(), &data, &logs, Mode::Controller, "");
+    let (root, work) = (
+        s.root.display().to_string(),
+        s.work("").display().to_string(),
+    );
+    let id = s
+        .sbatch(
+            "ctld.sh",
+            &format!(
+                "#!/bin/sh\n#SBATCH -o {work}/ctld-%j.out\n#HOPSTAGE pull data:/proj/input {root}/nobody/c-%j\n\
+                 #HOPSTAGE push {root}/nobody/c-%j data:/proj/ctld-out/%j\ncat {root}/nobody/c-$SLURM_JOB_ID/a.txt\n"
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        s.wait(&id, &["COMPLETED", "FAILED", "CANCELLED"], 120),
+        "COMPLETED"
+    );
+    let out = std::fs::read_to_string(s.work(&format!("ctld-{id}.out"))).unwrap();
+    assert!(out.contains("alpha input"), "{out}");
+    assert_eq!(
+        wait_blob(&s, &format!("data:/proj/ctld-out/{id}/a.txt"), 60),
+        "alpha input\n"
+    );
+    let bad = s
+        .sbatch(
+            "ctld-bad.sh",
+            &format!("#!/bin/sh\n#SBATCH -o {work}/ctld-bad-%j.out\n#HOPSTAGE pull data:/proj/nope {root}/nobody/n\necho body ran\n"),
+        )
+        .unwrap();
+    assert_eq!(
+        s.wait(&bad, &["CANCELLED", "COMPLETED", "FAILED"], 120),
+        "CANCELLED"
+    );
+    assert!(s.show(&bad).contains("nothing found"), "{}", s.show(&bad));
+    assert_eq!(s.drained().trim(), "");
+}
+
 /// Runs `hopstage slurm prolog` directly with a hook environment (no daemons):
 /// node roles and node faults.
 fn prolog_env(config: &std::path::Path, extra: &[(&str, &str)]) -> Command {

@@ -57,7 +57,11 @@ impl Job {
                 .parse()
                 .map_err(|_| format!("{k} is missing or not a number in the hook environment"))
         };
-        let nodes = expand_hostlist(&get("SLURM_NODELIST"))?;
+        // Node prologs see SLURM_NODELIST; PrologSlurmctld sees SLURM_JOB_NODELIST.
+        let list = Some(get("SLURM_NODELIST"))
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| get("SLURM_JOB_NODELIST"));
+        let nodes = expand_hostlist(&list)?;
         let opt = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
         Ok(Job {
             user: get("SLURM_JOB_USER"),

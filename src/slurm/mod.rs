@@ -146,7 +146,7 @@ fn install(config: Option<PathBuf>, write: bool, slurm_dir: &Path) -> i32 {
         .and_then(|p| p.canonicalize().ok())
         .unwrap_or_else(|| PathBuf::from("/usr/bin/hopstage"));
     let config = config.unwrap_or_else(|| PathBuf::from("/etc/hopstage/config.toml"));
-    let files = install_files(&exe, &config);
+    let files = install_files(&exe, &config, slurm_dir);
     if !write {
         println!("# Add to {}/slurm.conf (plain Slurm) -- or, on az-hop, use the prolog.d/epilog.d wrappers:", slurm_dir.display());
         println!(
@@ -188,10 +188,14 @@ fn install(config: Option<PathBuf>, write: bool, slurm_dir: &Path) -> i32 {
 }
 
 /// The files `install` writes: name under the Slurm directory, text, mode.
-pub fn install_files(exe: &Path, config: &Path) -> Vec<(String, String, u32)> {
+pub fn install_files(exe: &Path, config: &Path, slurm_dir: &Path) -> Vec<(String, String, u32)> {
+    // Hooks call scontrol; Slurm does not pass SLURM_CONF to every hook
+    // (PrologSlurmctld), so point it at this directory's slurm.conf.
+    let conf = slurm_dir.join("slurm.conf");
     let hook = |which: &str| {
         format!(
-            "#!/bin/sh\n# hopstage {which}: stages the job's #HOPSTAGE directives (docs/slurm.md).\n# Exits non-zero only for node faults; user errors fail the job, not the node.\nexec {} slurm --config {} {which}\n",
+            "#!/bin/sh\n# hopstage {which}: stages the job's #HOPSTAGE directives (docs/slurm.md).\n# Exits non-zero only for node faults; user errors fail the job, not the node.\nexport SLURM_CONF=\"${{SLURM_CONF:-{}}}\"\nexec {} slurm --config {} {which}\n",
+            conf.display(),
             exe.display(),
             config.display()
         )

@@ -21,6 +21,9 @@ pub enum Mode {
     Hooks,
     /// burst_buffer/lua calls hopstage.
     BurstBuffer,
+    /// PrologSlurmctld= and EpilogSlurmctld= call hopstage (once per job, on
+    /// the controller).
+    Controller,
 }
 
 /// A running cluster.
@@ -112,6 +115,10 @@ impl Slurm {
                 p = d.display()
             ),
             Mode::BurstBuffer => "BurstBufferType=burst_buffer/lua\n".into(),
+            Mode::Controller => format!(
+                "PrologSlurmctld={p}/prolog.d/50-hopstage.sh\nEpilogSlurmctld={p}/epilog.d/50-hopstage.sh\n",
+                p = d.display()
+            ),
         };
         let conf = d.join("slurm.conf");
         std::fs::write(
