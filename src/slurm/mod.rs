@@ -148,11 +148,9 @@ fn install(config: Option<PathBuf>, write: bool, slurm_dir: &Path) -> i32 {
     let config = config.unwrap_or_else(|| PathBuf::from("/etc/hopstage/config.toml"));
     let files = install_files(&exe, &config, slurm_dir);
     if !write {
-        println!("# Add to {}/slurm.conf (plain Slurm) -- or, on az-hop, use the prolog.d/epilog.d wrappers:", slurm_dir.display());
         println!(
-            "#   Prolog={}/prolog.d/*   Epilog={}/epilog.d/*",
-            slurm_dir.display(),
-            slurm_dir.display()
+            "# Add to {d}/slurm.conf. If it already runs every script of a directory\n# (Prolog={d}/prolog.d/*, Epilog={d}/epilog.d/*), keep that and add only PrologFlags.",
+            d = slurm_dir.display()
         );
         println!("PrologFlags=Alloc");
         println!("Prolog={}/prolog.d/50-hopstage.sh", slurm_dir.display());
