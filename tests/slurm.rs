@@ -418,12 +418,11 @@ fn slurm_prolog_roles_and_node_faults_without_daemons() {
     )
     .unwrap();
     let config = env.path("config.toml");
-    let write_config = |roots: &str, wait: u64| {
+    let write_config_at = |roots: &str, wait: u64, endpoint: &str, extra: &str| {
         std::fs::write(
             &config,
             format!(
-                "account = \"devstoreaccount1\"\nblob_endpoint = \"{}\"\nkey = \"{}\"\n[alias.data]\ncontainer = \"{data}\"\n[alias.log]\ncontainer = \"{logs}\"\n[slurm]\nallowed_roots = [{roots}]\nstate_dir = \"{}/state\"\nnode_wait_secs = {wait}\n",
-                env.azurite.endpoint(),
+                "account = \"devstoreaccount1\"\nblob_endpoint = \"{endpoint}\"\nkey = \"{}\"\n[alias.data]\ncontainer = \"{data}\"\n[alias.log]\ncontainer = \"{logs}\"\n[slurm]\nallowed_roots = [{roots}]\nstate_dir = \"{}/state\"\nnode_wait_secs = {wait}\n{extra}\n",
                 hopstage::config::AZURITE_KEY,
                 env.path("").display()
             ),
@@ -432,6 +431,8 @@ fn slurm_prolog_roles_and_node_faults_without_daemons() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     };
+    let write_config =
+        |roots: &str, wait: u64| write_config_at(roots, wait, &env.azurite.endpoint(), "");
     let comment = format!("hopstage: pull data:/proj/input {}/in", root.display());
 
     // A job without directives: nothing to do, fast.
@@ -487,6 +488,50 @@ fn slurm_prolog_roles_and_node_faults_without_daemons() {
         NOBODY
     );
     assert!(marker.exists());
+
+    // Past stage_in_secs the worker is stopped and the job requeued with a
+    // reason; the next prolog resumes (here: blob reads slowed to 3 s each).
+    std::fs::remove_dir_all(root.join("in")).unwrap();
+    std::fs::remove_dir_all(env.path("state")).unwrap();
+    let proxy = crate::util::faults::FaultProxy::start(env.azurite.port, |_, line| {
+        if line.starts_with("GET") && !line.contains("comp=list") {
+            crate::util::faults::Action::Delay(3000)
+        } else {
+            crate::util::faults::Action::Forward
+        }
+    });
+    write_config_at(
+        &format!("\"{}\"", root.display()),
+        2,
+        &format!("http://127.0.0.1:{}/devstoreaccount1", proxy.port),
+        "stage_in_secs = 1",
+    );
+    let leader = [
+        ("SLURM_NODELIST", "n1"),
+        ("SLURMD_NODENAME", "n1"),
+        ("SLURM_JOB_COMMENT", comment.as_str()),
+    ];
+    let t = Instant::now();
+    let out = prolog_env(&config, &leader).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("did not finish within 1 s") && text(&out).contains("requeued"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the budget was not enforced"
+    );
+    assert!(
+        !marker.exists(),
+        "a timed-out stage-in left a success marker"
+    );
+    assert!(!root.join("in/a.txt").exists());
+    write_config(&format!("\"{}\"", root.display()), 2);
+    let out = prolog_env(&config, &leader).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(root.join("in/a.txt").exists() && marker.exists());
 
     // The allowed root is missing on this node (file system not mounted): a
     // node fault, exit 1, so Slurm drains this node and requeues the job.
