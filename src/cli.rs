@@ -223,6 +223,17 @@ pub struct TransferArgs {
     /// Succeed even when the source matches nothing.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Split the transfer across processes: I/N (this is rank I of N), auto
+    /// (SLURM_PROCID of SLURM_STEP_NUM_TASKS inside a multi-task srun step), off.
+    #[arg(long, value_name = "I/N", default_value = "auto")]
+    pub shard: String,
+    /// Names one sharded run (default: JOBID.STEPID under srun); ranks of one
+    /// run must agree, a rerun needs a new one.
+    #[arg(long, value_name = "TOKEN")]
+    pub shard_run: Option<String>,
+    /// Sharded pulls split files of at least SIZE across ranks [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub shard_split: Option<u64>,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {

@@ -27,6 +27,7 @@ pub mod remote;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod shard;
 pub mod slurm;
 pub mod store;
 pub mod units;

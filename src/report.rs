@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ExitCode;
 use crate::redact::redact;
@@ -19,7 +19,7 @@ use crate::retry::RetryCounter;
 pub const MAX_ERRORS: usize = 1000;
 
 /// One failed item.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ItemError {
     /// The path or blob name.
     pub path: String,
@@ -44,6 +44,8 @@ pub struct Stats {
     pub bytes_seen: AtomicU64,
     /// Set when the run was interrupted.
     pub interrupted: AtomicBool,
+    /// Set on ranks other than 0 of a sharded run: rank 0 prints for all.
+    pub silent: AtomicBool,
     /// Retries of storage requests.
     pub retries: Arc<RetryCounter>,
     errors: Mutex<Vec<ItemError>>,
@@ -52,7 +54,7 @@ pub struct Stats {
 }
 
 /// The `--json` summary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Summary {
     /// `pull` or `push`.
     pub operation: String,
@@ -85,6 +87,7 @@ impl Stats {
             files_seen: AtomicU64::new(0),
             bytes_seen: AtomicU64::new(0),
             interrupted: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
             retries: Arc::new(RetryCounter::default()),
             errors: Mutex::new(Vec::new()),
             start: Instant::now(),
@@ -124,6 +127,23 @@ impl Stats {
         self.bytes_transferred.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Adds another rank's summary (its errors were printed by that rank).
+    pub fn absorb(&self, s: &Summary) {
+        self.files_transferred
+            .fetch_add(s.files_transferred, Ordering::Relaxed);
+        self.bytes_transferred
+            .fetch_add(s.bytes_transferred, Ordering::Relaxed);
+        self.files_skipped
+            .fetch_add(s.files_skipped, Ordering::Relaxed);
+        self.files_failed
+            .fetch_add(s.files_failed, Ordering::Relaxed);
+        self.retries.add(s.retries);
+        if let Ok(mut errs) = self.errors.lock() {
+            let room = MAX_ERRORS.saturating_sub(errs.len());
+            errs.extend(s.errors.iter().take(room).cloned());
+        }
+    }
+
     /// Seconds since the run started.
     pub fn elapsed(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
@@ -147,7 +167,9 @@ impl Stats {
     /// Prints the summary (JSON on stdout, or one line on stderr) and picks the exit code.
     pub fn finish(&self, operation: &str, dry_run: bool, json: bool) -> ExitCode {
         let s = self.summary(operation, dry_run);
-        if json {
+        if self.silent.load(Ordering::Relaxed) {
+            // Another rank prints the combined summary.
+        } else if json {
             match serde_json::to_string(&s) {
                 Ok(text) => println!("{text}"),
                 Err(e) => eprintln!("hopstage: cannot encode summary: {e}"),

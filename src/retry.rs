@@ -49,6 +49,11 @@ impl RetryCounter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Adds `n` retries counted elsewhere (another rank's).
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// Next backoff with decorrelated jitter: uniform in [initial, 3 × previous], capped.

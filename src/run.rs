@@ -266,6 +266,16 @@ fn settings(
         follow_symlinks,
         quiet: common.quiet || common.json,
         stripe: crate::lustre::StripePolicy::Inherit,
+        shard: crate::shard::resolve(
+            &common.shard,
+            common.shard_run.as_deref(),
+            &std::env::vars().collect(),
+        )
+        .map_err(Error::Usage)?
+        .map(|mut s| {
+            s.split_min = common.shard_split.unwrap_or(s.split_min);
+            s
+        }),
     })
 }
 

@@ -66,6 +66,8 @@ pub struct Settings {
     pub quiet: bool,
     /// Lustre layout policy for files created on Lustre.
     pub stripe: crate::lustre::StripePolicy,
+    /// This process's rank when the transfer is split across processes.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Default for Settings {
@@ -84,6 +86,7 @@ impl Default for Settings {
             follow_symlinks: false,
             quiet: true,
             stripe: crate::lustre::StripePolicy::Auto,
+            shard: None,
         }
     }
 }

@@ -110,9 +110,56 @@ pub fn open(
     path: &Path,
     source: &str,
     prefix: &str,
-    mut emit: impl FnMut(Vec<BlobEntry>) -> bool,
+    emit: impl FnMut(Vec<BlobEntry>) -> bool,
 ) -> io::Result<(Replayed, Journal)> {
     let head = header(source, prefix);
+    let (replayed, good_len) = scan(path, &head, emit)?;
+    let file = if good_len > 0 {
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.set_len(good_len)?;
+        drop(f);
+        OpenOptions::new().append(true).open(path)?
+    } else {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(format!("{head}\n").as_bytes())?;
+        drop(f);
+        OpenOptions::new().append(true).open(path)?
+    };
+    Ok((replayed, Journal { file }))
+}
+
+/// Reads the plan at `path` without changing it (ranks other than 0 of a
+/// sharded pull): pages go through `emit`; the answer says whether the plan
+/// was complete.
+pub fn replay(
+    path: &Path,
+    source: &str,
+    prefix: &str,
+    emit: impl FnMut(Vec<BlobEntry>) -> bool,
+) -> io::Result<Replayed> {
+    scan(path, &header(source, prefix), emit).map(|(r, _)| r)
+}
+
+/// True when the plan at `path` is complete (its last page has no marker).
+pub fn is_complete(path: &Path, source: &str, prefix: &str) -> bool {
+    matches!(
+        replay(path, source, prefix, |_| true),
+        Ok(Replayed::Complete)
+    )
+}
+
+/// Replays the good lines of a journal; returns where it ended and the
+/// length of the good part.
+fn scan(
+    path: &Path,
+    head: &str,
+    mut emit: impl FnMut(Vec<BlobEntry>) -> bool,
+) -> io::Result<(Replayed, u64)> {
     let mut replayed = Replayed::Nothing;
     let mut good_len: u64 = 0;
     if let Ok(f) = File::open(path) {
@@ -143,23 +190,7 @@ pub fn open(
             }
         }
     }
-    let file = if good_len > 0 {
-        let f = OpenOptions::new().write(true).open(path)?;
-        f.set_len(good_len)?;
-        drop(f);
-        OpenOptions::new().append(true).open(path)?
-    } else {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(format!("{head}\n").as_bytes())?;
-        drop(f);
-        OpenOptions::new().append(true).open(path)?
-    };
-    Ok((replayed, Journal { file }))
+    Ok((replayed, good_len))
 }
 
 impl Journal {

@@ -29,6 +29,8 @@ use crate::pathmap;
 use crate::report::Stats;
 use crate::store::{self, BlobEntry, BlobStore};
 
+mod shard;
+
 /// Shared state of one pull.
 struct Ctx {
     store: Arc<BlobStore>,
@@ -69,6 +71,22 @@ impl Ctx {
             (Some(_), None) => policy::aligned_block(block, 1 << 20),
             _ => block,
         }
+    }
+
+    /// Block size of a ranged download of `entry`, and the tree hash to check
+    /// ranges against when the blob has one that fits. Every rank of a
+    /// sharded pull computes the same answer.
+    fn block_plan(&self, size: u64, meta: &PosixMeta) -> (u64, Option<(u64, u128)>) {
+        let tree = meta
+            .tree
+            .filter(|(bs, _)| (1 << 20..=256 << 20).contains(bs) && *bs % 4096 == 0);
+        let layout = self.layout_for(size);
+        let aligned = self.range_size(size, layout.as_ref());
+        // The pushed block size verifies each range as it lands when it is also
+        // stripe-aligned; otherwise ranges follow the stripes and the whole file
+        // is hashed at the end.
+        let tree = tree.filter(|(bs, _)| self.lustre.is_none() || *bs % aligned == 0);
+        (tree.map_or(aligned, |t| t.0), tree)
     }
 
     /// Creates the temporary file, with its layout first when on Lustre.
@@ -174,16 +192,67 @@ pub async fn pull(
         );
     }
 
+    // Sharded: rank 0 lists into a plan on the shared destination; the other
+    // ranks wait for it to be complete and replay it, so all see one plan.
+    let shard = settings.shard.clone();
+    let coord = match (&shard, settings.dry_run) {
+        (Some(sh), false) => Some(
+            crate::shard::Coord::new(
+                local,
+                &format!("{}\n{prefix}", store.describe()),
+                sh.clone(),
+            )
+            .map_err(|e| crate::error::Error::Io {
+                path: local.display().to_string(),
+                source: e,
+            })?,
+        ),
+        _ => None,
+    };
+    let _beat = coord.as_ref().map(crate::shard::Coord::heartbeat);
+    let follower = coord.as_ref().is_some_and(|c| c.shard.rank != 0);
+    if follower {
+        stats.silent.store(true, Ordering::Relaxed);
+        let (src, p) = (store.describe().to_string(), prefix.clone());
+        if let Some(c) = &coord {
+            c.wait_plan(|path| plan::is_complete(path, &src, &p))
+                .await
+                .map_err(crate::error::Error::Usage)?;
+        }
+    }
+
     let (tx, mut rx) = mpsc::channel::<Result<Vec<BlobEntry>, store::Error>>(LIST_PAGES_IN_FLIGHT);
     // The plan: replayed from the journal when an earlier run left one, else listed
     // (and journaled page by page). A dry run neither reads nor writes it.
-    let journal_path = (!settings.dry_run).then(|| plan::path(local, store.describe(), &prefix));
+    let journal_path = match &coord {
+        Some(c) => Some(c.plan_path()),
+        None => (!settings.dry_run).then(|| plan::path(local, store.describe(), &prefix)),
+    };
     let lister = {
         let store = Arc::clone(&store);
         let prefix = prefix.clone();
         let journal_path = journal_path.clone();
         let source = store.describe().to_string();
         tokio::spawn(async move {
+            if let (true, Some(jp)) = (follower, journal_path.clone()) {
+                let replay_tx = tx.clone();
+                let p = prefix.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    plan::replay(&jp, &source, &p, |page| {
+                        replay_tx.blocking_send(Ok(page)).is_ok()
+                    })
+                })
+                .await;
+                if !matches!(r, Ok(Ok(plan::Replayed::Complete))) {
+                    let _ = tx
+                        .send(Err(store::Error::Other {
+                            op: "shared plan".into(),
+                            detail: "rank 0's plan could not be read back whole".into(),
+                        }))
+                        .await;
+                }
+                return;
+            }
             let mut marker = None;
             let mut journal = None;
             let mut listed_any = false;
@@ -246,6 +315,13 @@ pub async fn pull(
     let mut tasks = JoinSet::new();
     let mut stubs: Vec<(PathBuf, PosixMeta)> = Vec::new();
     let mut fatal = None;
+    let mut listed: u64 = 0;
+    let me = shard.as_ref().map(|s| (s.rank, s.ranks));
+    let mut assigner = shard
+        .as_ref()
+        .map(|s| crate::shard::assign::Assigner::new(s.ranks, s.split_min));
+    // Files split across ranks that this rank finishes after the barrier.
+    let mut owned: Vec<(BlobEntry, PathBuf)> = Vec::new();
     while let Some(page) = rx.recv().await {
         let entries = match page {
             Ok(e) => e,
@@ -259,11 +335,16 @@ pub async fn pull(
             if rel_name.is_empty() {
                 continue;
             }
-            stats.files_seen.fetch_add(1, Ordering::Relaxed);
+            listed += 1;
+            // Sharded: rank 0 reports what concerns everyone (names, stubs).
+            let lead = me.is_none_or(|(r, _)| r == 0);
             let rel = match pathmap::blob_to_relative(rel_name) {
                 Ok(r) => r,
                 Err(e) => {
-                    stats.fail(&entry.name, &format!("refused: the blob name {e}"));
+                    if lead {
+                        stats.files_seen.fetch_add(1, Ordering::Relaxed);
+                        stats.fail(&entry.name, &format!("refused: the blob name {e}"));
+                    }
                     continue;
                 }
             };
@@ -272,17 +353,55 @@ pub async fn pull(
             }
             let meta = PosixMeta::decode(&entry.metadata);
             if meta.is_dir {
-                stubs.push((rel, meta));
+                if lead {
+                    stats.files_seen.fetch_add(1, Ordering::Relaxed);
+                    stubs.push((rel, meta));
+                }
                 continue;
             }
-            stats.bytes_seen.fetch_add(entry.size, Ordering::Relaxed);
+            let mut part: Option<Vec<(u64, u64)>> = None;
+            if let (Some(a), Some((rank, _))) = (assigner.as_mut(), me) {
+                let (block, _) = ctx.block_plan(entry.size, &meta);
+                match a.assign(entry.size, block, super::PULL_REQUEST) {
+                    crate::shard::assign::Share::Whole(r) if r != rank => continue,
+                    crate::shard::assign::Share::Whole(_) => {}
+                    share @ crate::shard::assign::Share::Split(_) => {
+                        let crate::shard::assign::Share::Split(groups) = &share else {
+                            continue;
+                        };
+                        let mine: Vec<(u64, u64)> = groups
+                            .iter()
+                            .filter(|g| g.rank == rank)
+                            .map(|g| (g.first, g.end))
+                            .collect();
+                        if share.owner() == rank {
+                            stats.files_seen.fetch_add(1, Ordering::Relaxed);
+                            stats.bytes_seen.fetch_add(entry.size, Ordering::Relaxed);
+                            owned.push((entry.clone(), rel.clone()));
+                        }
+                        if mine.is_empty() || settings.dry_run {
+                            continue;
+                        }
+                        part = Some(mine);
+                    }
+                }
+            }
+            if part.is_none() {
+                stats.files_seen.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_seen.fetch_add(entry.size, Ordering::Relaxed);
+            }
             let Ok(permit) = Arc::clone(&files).acquire_owned().await else {
                 break;
             };
             let ctx = Arc::clone(&ctx);
             tasks.spawn(async move {
                 let dest = ctx.root.join(&rel);
-                let r = pull_fresh(&ctx, &entry, &dest).await;
+                let r = match (part, me) {
+                    (Some(mine), Some((rank, ranks))) => {
+                        shard::pull_part(&ctx, &entry, &dest, &mine, rank, ranks).await
+                    }
+                    _ => pull_fresh(&ctx, &entry, &dest).await,
+                };
                 drop(permit);
                 match r {
                     Ok(()) => Ok(()),
@@ -324,6 +443,35 @@ pub async fn pull(
     if let Some(e) = fatal {
         return Err(e.into());
     }
+    // Sharded: once every rank has written its blocks, owners finish the
+    // files that were split.
+    if let (Some(c), Some((_, ranks))) = (&coord, me) {
+        c.mark("written", "").map_err(|e| crate::error::Error::Io {
+            path: c.dir().display().to_string(),
+            source: e,
+        })?;
+        let b = c.barrier("written").await;
+        let note = if b.dead.is_empty() {
+            String::new()
+        } else {
+            format!(" (rank(s) {:?} stopped)", b.dead)
+        };
+        for (entry, rel) in &owned {
+            if let Err(f) = shard::finish(&ctx, entry, &ctx.root.join(rel), ranks).await {
+                stats.fail(&entry.name, &format!("{}{note}", f.message()));
+            }
+        }
+    } else if settings.dry_run && !owned.is_empty() && !settings.quiet {
+        for (entry, rel) in &owned {
+            println!(
+                "pull {} -> {} ({} bytes, split across {} ranks)",
+                entry.name,
+                ctx.root.join(rel).display(),
+                entry.size,
+                me.map_or(1, |m| m.1)
+            );
+        }
+    }
     // Directory stubs: create (empty ones included), then attributes deepest first,
     // after every file inside has been written.
     stubs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
@@ -341,12 +489,40 @@ pub async fn pull(
             stats.fail(&full.display().to_string(), &e.to_string());
         }
     }
-    if let Some(jp) = &journal_path {
+    if let Some(c) = &coord {
+        // Each rank files its summary; rank 0 adds them up (it prints for
+        // all) and removes the shared state once every rank finished cleanly.
+        let mine = serde_json::to_string(&stats.summary("pull", false)).unwrap_or_default();
+        c.mark("finished", &mine)
+            .map_err(|e| crate::error::Error::Io {
+                path: c.dir().display().to_string(),
+                source: e,
+            })?;
+        if c.shard.rank == 0 {
+            let b = c.barrier("finished").await;
+            for (r, text) in &b.markers {
+                if *r != 0 {
+                    if let Ok(sum) = serde_json::from_str::<crate::report::Summary>(text) {
+                        stats.absorb(&sum);
+                    }
+                }
+            }
+            for r in &b.dead {
+                stats.fail(
+                    &format!("rank {r}"),
+                    "stopped before finishing its share: rerun the same command (a new srun step, or a new --shard-run) to complete it",
+                );
+            }
+            if stats.files_failed.load(Ordering::Relaxed) == 0 {
+                c.remove();
+            }
+        }
+    } else if let Some(jp) = &journal_path {
         // The run got to the end of its plan: the next run lists afresh (and so
         // sees new blobs). Only an interrupted or fatally failed run leaves it.
         let _ = fs::remove_file(jp);
     }
-    if stats.files_seen.load(Ordering::Relaxed) == 0 && !settings.allow_empty {
+    if listed == 0 && !settings.allow_empty {
         return Err(crate::error::Error::Usage(format!(
             "nothing found under '{path}' in {}: check the path, or pass --allow-empty",
             store.describe()
@@ -402,11 +578,15 @@ async fn pull_fresh(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<()
     }
 }
 
-/// Copies one blob to `dest`. Returns a one-line message on failure.
-async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(), Failure> {
-    let meta = PosixMeta::decode(&entry.metadata);
+/// The skip rule against what is already at `dest`: true when it is up to
+/// date; an error when a directory or symlink is in the way.
+async fn up_to_date(
+    ctx: &Arc<Ctx>,
+    entry: &BlobEntry,
+    meta: &PosixMeta,
+    dest: &Path,
+) -> Result<bool, Failure> {
     let src_mtime = meta.mtime.or(entry.last_modified);
-    // Skip rule against what is already there.
     match fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => {
             return Err(Failure::Item(format!(
@@ -440,12 +620,24 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
                 mtime: m.modified().ok().map(local::unix_secs),
                 hash: local_hash,
             };
-            if !should_transfer(ctx.settings.overwrite, ctx.settings.checksum, &src, &dst) {
-                ctx.stats.skip(&entry.name, None);
-                return Ok(());
-            }
+            Ok(!should_transfer(
+                ctx.settings.overwrite,
+                ctx.settings.checksum,
+                &src,
+                &dst,
+            ))
         }
-        Err(_) => {}
+        Err(_) => Ok(false),
+    }
+}
+
+/// Copies one blob to `dest`. Returns a one-line message on failure.
+async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(), Failure> {
+    let meta = PosixMeta::decode(&entry.metadata);
+    let src_mtime = meta.mtime.or(entry.last_modified);
+    if up_to_date(ctx, entry, &meta, dest).await? {
+        ctx.stats.skip(&entry.name, None);
+        return Ok(());
     }
     if ctx.settings.dry_run {
         if !ctx.settings.quiet {
@@ -585,16 +777,7 @@ async fn download_to(
 
     // Ranged download, resumable. With a tree hash from hopstage's push, ranges
     // follow the pushed block size and each is verified as it arrives.
-    let tree = meta
-        .tree
-        .filter(|(bs, _)| (1 << 20..=256 << 20).contains(bs) && *bs % 4096 == 0);
-    let layout = ctx.layout_for(size);
-    let aligned = ctx.range_size(size, layout.as_ref());
-    // The pushed block size verifies each range as it lands when it is also
-    // stripe-aligned; otherwise ranges follow the stripes and the whole file
-    // is hashed at the end.
-    let tree = tree.filter(|(bs, _)| ctx.lustre.is_none() || *bs % aligned == 0);
-    let block = tree.map_or(aligned, |t| t.0);
+    let (block, tree) = ctx.block_plan(size, meta);
     let log_path = resume::log_path(tmp);
     let header = resume::header(entry.etag.as_deref(), size, block);
     let (t, lp) = (tmp.to_path_buf(), log_path.clone());
@@ -634,86 +817,23 @@ async fn download_to(
             .map(|i| done.get(&i).copied().flatten())
             .collect::<Vec<_>>(),
     ));
-    let mut moved = 0u64;
-    let mut parts = JoinSet::new();
-    let mut failure: Option<Failure> = None;
-    // Requests cover up to PULL_REQUEST bytes: runs of consecutive missing
-    // blocks, each block its own pooled buffer, hash and log record.
-    let per_request =
-        ((super::PULL_REQUEST / block).max(1) as usize).min(ctx.budget.max_set(block));
-    let writer = Arc::new(std::sync::Mutex::new(()));
     let blocks: Vec<(u64, u64, u64)> = chunk::ranges(size, block)
         .enumerate()
         .filter(|(i, _)| !done.contains_key(&(*i as u64)))
         .map(|(i, (off, len))| (i as u64, off, len))
         .collect();
-    let mut runs: Vec<Vec<(u64, u64, u64)>> = Vec::new();
-    for b in blocks {
-        match runs.last_mut() {
-            Some(run) if run.len() < per_request && run.last().is_some_and(|l| l.0 + 1 == b.0) => {
-                run.push(b)
-            }
-            _ => runs.push(vec![b]),
-        }
-    }
-    for run in runs {
-        let off = run[0].1;
-        let lens: Vec<usize> = run.iter().map(|&(_, _, len)| len as usize).collect();
-        moved += lens.iter().sum::<usize>() as u64;
-        let bufs = ctx.budget.buffers(&lens).await;
-        let ctx2 = Arc::clone(ctx);
-        let name = entry.name.clone();
-        let etag = entry.etag.clone();
-        let (file, log, hashes) = (Arc::clone(&file), Arc::clone(&log), Arc::clone(&hashes));
-        let writer = Arc::clone(&writer);
-        let on_lustre = ctx.lustre.is_some();
-        let t = tmp.to_path_buf();
-        let want_hash = tree.is_some();
-        parts.spawn(async move {
-            let (bufs, r) = ctx2
-                .store
-                .get_range_into(&name, off, bufs, etag.as_deref())
-                .await;
-            r.map_err(|e| ctx2.err(e))?;
-            // Each buffer (and its share of the budget) is freed once written.
-            tokio::task::spawn_blocking(move || -> Result<(), Failure> {
-                // One writer per file at a time, except on Lustre (extent locks
-                // per stripe object): concurrent buffered writes to one local
-                // inode contend on its lock, and on few cores the kernel's
-                // waiters spin instead of sleeping (see engine::copy).
-                let _turn = (!on_lustre).then(|| writer.lock());
-                for (data, (index, boff, _)) in bufs.into_iter().zip(run) {
-                    let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
-                    file.write_all_at(&data, boff)
-                        .map_err(|e| io_message(&e, &t))?;
-                    drop(data);
-                    log.record(index, h).map_err(|e| io_message(&e, &t))?;
-                    if let Ok(mut hs) = hashes.lock() {
-                        hs[index as usize] = h;
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        });
-        while let Some(r) = parts.try_join_next() {
-            if let Some(e) = join_error(r) {
-                failure.get_or_insert(e);
-            }
-        }
-        if failure.is_some() {
-            break;
-        }
-    }
-    while let Some(r) = parts.join_next().await {
-        if let Some(e) = join_error(r) {
-            failure.get_or_insert(e);
-        }
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let moved = fetch_blocks(
+        ctx,
+        entry,
+        tmp,
+        Arc::clone(&file),
+        log,
+        Some(Arc::clone(&hashes)),
+        blocks,
+        block,
+        tree.is_some(),
+    )
+    .await?;
     let actual = file.metadata().map_err(|e| io_message(&e, tmp))?.len();
     let verdict = if actual != size {
         Some(format!(
@@ -741,6 +861,97 @@ async fn download_to(
         return Err(Failure::Corrupt(msg));
     }
     Ok(moved)
+}
+
+/// Fetches `blocks` (index, offset, length) of `entry` into `file`: runs of
+/// consecutive blocks per request (up to [`super::PULL_REQUEST`] bytes), each
+/// block its own pooled buffer, written at its offset and recorded in `log`
+/// (with its xxh3 when `want_hash`). Returns the bytes moved.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_blocks(
+    ctx: &Arc<Ctx>,
+    entry: &BlobEntry,
+    tmp: &Path,
+    file: Arc<fs::File>,
+    log: Arc<resume::RangeLog>,
+    hashes: Option<Arc<std::sync::Mutex<Vec<Option<u128>>>>>,
+    blocks: Vec<(u64, u64, u64)>,
+    block: u64,
+    want_hash: bool,
+) -> Result<u64, Failure> {
+    let mut moved = 0u64;
+    let mut parts = JoinSet::new();
+    let mut failure: Option<Failure> = None;
+    let per_request =
+        ((super::PULL_REQUEST / block).max(1) as usize).min(ctx.budget.max_set(block));
+    let writer = Arc::new(std::sync::Mutex::new(()));
+    let mut runs: Vec<Vec<(u64, u64, u64)>> = Vec::new();
+    for b in blocks {
+        match runs.last_mut() {
+            Some(run) if run.len() < per_request && run.last().is_some_and(|l| l.0 + 1 == b.0) => {
+                run.push(b)
+            }
+            _ => runs.push(vec![b]),
+        }
+    }
+    for run in runs {
+        let off = run[0].1;
+        let lens: Vec<usize> = run.iter().map(|&(_, _, len)| len as usize).collect();
+        moved += lens.iter().sum::<usize>() as u64;
+        let bufs = ctx.budget.buffers(&lens).await;
+        let ctx2 = Arc::clone(ctx);
+        let name = entry.name.clone();
+        let etag = entry.etag.clone();
+        let (file, log, hashes) = (Arc::clone(&file), Arc::clone(&log), hashes.clone());
+        let writer = Arc::clone(&writer);
+        let on_lustre = ctx.lustre.is_some();
+        let t = tmp.to_path_buf();
+        parts.spawn(async move {
+            let (bufs, r) = ctx2
+                .store
+                .get_range_into(&name, off, bufs, etag.as_deref())
+                .await;
+            r.map_err(|e| ctx2.err(e))?;
+            // Each buffer (and its share of the budget) is freed once written.
+            tokio::task::spawn_blocking(move || -> Result<(), Failure> {
+                // One writer per file at a time, except on Lustre (extent locks
+                // per stripe object): concurrent buffered writes to one local
+                // inode contend on its lock, and on few cores the kernel's
+                // waiters spin instead of sleeping (see engine::copy).
+                let _turn = (!on_lustre).then(|| writer.lock());
+                for (data, (index, boff, _)) in bufs.into_iter().zip(run) {
+                    let h = want_hash.then(|| xxhash_rust::xxh3::xxh3_128(&data));
+                    file.write_all_at(&data, boff)
+                        .map_err(|e| io_message(&e, &t))?;
+                    drop(data);
+                    log.record(index, h).map_err(|e| io_message(&e, &t))?;
+                    if let Some(Ok(mut hs)) = hashes.as_ref().map(|h| h.lock()) {
+                        hs[index as usize] = h;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        });
+        while let Some(r) = parts.try_join_next() {
+            if let Some(e) = join_error(r) {
+                failure.get_or_insert(e);
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    while let Some(r) = parts.join_next().await {
+        if let Some(e) = join_error(r) {
+            failure.get_or_insert(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(moved),
+    }
 }
 
 const MISMATCH: &str = "content hash mismatch (xxh3 in metadata); the download was discarded";

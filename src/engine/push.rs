@@ -235,6 +235,15 @@ fn walk_and_merge(
     let mut remote_done = false;
     let mut stubs: HashSet<String> = HashSet::new();
     let mut fatal = None;
+    // Sharded: every rank walks the same tree in the same order and keeps the
+    // files the assigner gives it (whole files; stubs and notes on rank 0).
+    let mut assigner = settings.shard.as_ref().map(|s| {
+        (
+            s.rank,
+            crate::shard::assign::Assigner::new(s.ranks, u64::MAX),
+        )
+    });
+    let lead = settings.shard.as_ref().is_none_or(|s| s.rank == 0);
     // Advances the remote cursor up to `upto` (inclusive) and returns an exact match.
     let mut advance = |upto: &str,
                        fatal: &mut Option<store::Error>,
@@ -272,8 +281,10 @@ fn walk_and_merge(
         let entry = match item {
             Ok(e) => e,
             Err(w) => {
-                stats.files_seen.fetch_add(1, Ordering::Relaxed);
-                stats.fail(&w.path, &w.message);
+                if lead {
+                    stats.files_seen.fetch_add(1, Ordering::Relaxed);
+                    stats.fail(&w.path, &w.message);
+                }
                 return true;
             }
         };
@@ -282,6 +293,20 @@ fn walk_and_merge(
         }
         let blob = join_blob(prefix, &entry.rel);
         match entry.kind {
+            Kind::Symlink | Kind::Special | Kind::Dir if !lead => {
+                if entry.kind == Kind::Dir {
+                    let _ = advance(&format!("{blob}/"), &mut fatal, &mut stubs);
+                }
+                true
+            }
+            Kind::File
+                if assigner.as_mut().is_some_and(|(rank, a)| {
+                    a.assign(entry.meta.len(), settings.block_size, settings.block_size)
+                        != crate::shard::assign::Share::Whole(*rank)
+                }) =>
+            {
+                true
+            }
             Kind::Symlink | Kind::Special => {
                 stats.files_seen.fetch_add(1, Ordering::Relaxed);
                 let what = if entry.kind == Kind::Symlink {
