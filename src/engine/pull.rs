@@ -588,18 +588,14 @@ async fn up_to_date(
 ) -> Result<bool, Failure> {
     let src_mtime = meta.mtime.or(entry.last_modified);
     match fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => {
-            return Err(Failure::Item(format!(
-                "'{}' is a directory; the blob cannot replace it",
-                dest.display()
-            )))
-        }
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(Failure::Item(format!(
-                "'{}' is a symbolic link; refusing to replace it",
-                dest.display()
-            )))
-        }
+        Ok(m) if m.is_dir() => Err(Failure::Item(format!(
+            "'{}' is a directory; the blob cannot replace it",
+            dest.display()
+        ))),
+        Ok(m) if m.file_type().is_symlink() => Err(Failure::Item(format!(
+            "'{}' is a symbolic link; refusing to replace it",
+            dest.display()
+        ))),
         Ok(m) => {
             let local_hash = if ctx.settings.checksum && m.len() == entry.size {
                 let d = dest.to_path_buf();
