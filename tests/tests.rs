@@ -10,5 +10,6 @@ mod lustre;
 mod mover;
 mod package;
 mod resume;
+mod shard;
 mod slurm;
 mod util;
