@@ -40,6 +40,18 @@ fn rank(
     token: &str,
     endpoint: Option<String>,
 ) -> Child {
+    rank_of(env, "tree", dest, i, n, token, endpoint)
+}
+
+fn rank_of(
+    env: &TestEnv,
+    what: &str,
+    dest: &str,
+    i: usize,
+    n: usize,
+    token: &str,
+    endpoint: Option<String>,
+) -> Child {
     let mut c = env.cmd();
     if let Some(ep) = endpoint {
         c.env(
@@ -53,7 +65,7 @@ fn rank(
     c.env("HOPSTAGE_SHARD_DEAD_SECS", "3")
         .args([
             "pull",
-            &env.remote("tree"),
+            &env.remote(what),
             dest,
             "--json",
             "--shard-split",
@@ -111,6 +123,31 @@ fn shards_cover_the_plan_exactly_once_and_assemble_split_files() {
     let sum: serde_json::Value = serde_json::from_str(again[0].1.trim()).unwrap();
     assert_eq!(sum["files_transferred"], 0, "{sum}");
     assert_eq!(sum["files_skipped"], 33, "{sum}");
+
+    // One named blob is split across the ranks too.
+    let one = env.path("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let o = format!("{}/", one.display());
+    let outs = outputs(
+        (0..3)
+            .map(|i| rank_of(&env, "tree/big/a.bin", &o, i, 3, "one", None))
+            .collect(),
+    );
+    for (i, (code, _, err)) in outs.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {i}: {err}");
+    }
+    let sum: serde_json::Value = serde_json::from_str(outs[0].1.trim()).unwrap();
+    assert_eq!(sum["files_transferred"], 1, "{sum}");
+    assert_eq!(sum["bytes_transferred"], (41 * MIB + 17) as u64, "{sum}");
+    assert_eq!(
+        std::fs::read(one.join("a.bin")).unwrap(),
+        bytes(41 * MIB + 17, 100)
+    );
+    assert_eq!(
+        std::fs::read_dir(&one).unwrap().count(),
+        1,
+        "leftovers beside a.bin"
+    );
 }
 
 #[test]

@@ -151,7 +151,11 @@ pub async fn pull(
                             source: e,
                         })?;
                 }
-                match pull_fresh(&ctx, &entry, &dest).await {
+                let r = match ctx.settings.shard.clone().filter(|_| !ctx.settings.dry_run) {
+                    Some(sh) => pull_one_sharded(&ctx, &entry, &dest, sh).await?,
+                    None => pull_fresh(&ctx, &entry, &dest).await,
+                };
+                match r {
                     Err(Failure::Fatal(m)) => return Err(crate::error::Error::Usage(m)),
                     Err(f) => stats.fail(&entry.name, f.message()),
                     Ok(()) => {}
@@ -492,31 +496,7 @@ pub async fn pull(
     if let Some(c) = &coord {
         // Each rank files its summary; rank 0 adds them up (it prints for
         // all) and removes the shared state once every rank finished cleanly.
-        let mine = serde_json::to_string(&stats.summary("pull", false)).unwrap_or_default();
-        c.mark("finished", &mine)
-            .map_err(|e| crate::error::Error::Io {
-                path: c.dir().display().to_string(),
-                source: e,
-            })?;
-        if c.shard.rank == 0 {
-            let b = c.barrier("finished").await;
-            for (r, text) in &b.markers {
-                if *r != 0 {
-                    if let Ok(sum) = serde_json::from_str::<crate::report::Summary>(text) {
-                        stats.absorb(&sum);
-                    }
-                }
-            }
-            for r in &b.dead {
-                stats.fail(
-                    &format!("rank {r}"),
-                    "stopped before finishing its share: rerun the same command (a new srun step, or a new --shard-run) to complete it",
-                );
-            }
-            if stats.files_failed.load(Ordering::Relaxed) == 0 {
-                c.remove();
-            }
-        }
+        shard::gather(c, &stats).await?;
     } else if let Some(jp) = &journal_path {
         // The run got to the end of its plan: the next run lists afresh (and so
         // sees new blobs). Only an interrupted or fatally failed run leaves it.
@@ -529,6 +509,72 @@ pub async fn pull(
         )));
     }
     Ok(())
+}
+
+/// One named blob pulled by several ranks: split when large enough (each
+/// rank its groups, the owner finishes after the barrier), else rank 0 alone.
+async fn pull_one_sharded(
+    ctx: &Arc<Ctx>,
+    entry: &BlobEntry,
+    dest: &Path,
+    sh: crate::shard::Shard,
+) -> Result<Result<(), Failure>, crate::error::Error> {
+    let meta = PosixMeta::decode(&entry.metadata);
+    let (block, _) = ctx.block_plan(entry.size, &meta);
+    let share = crate::shard::assign::Assigner::new(sh.ranks, sh.split_min).assign(
+        entry.size,
+        block,
+        super::PULL_REQUEST,
+    );
+    let crate::shard::assign::Share::Split(groups) = &share else {
+        if sh.rank != 0 {
+            ctx.stats.silent.store(true, Ordering::Relaxed);
+            return Ok(Ok(()));
+        }
+        return Ok(pull_fresh(ctx, entry, dest).await);
+    };
+    let io = |e: std::io::Error| crate::error::Error::Io {
+        path: ctx.root.display().to_string(),
+        source: e,
+    };
+    let (rank, ranks) = (sh.rank, sh.ranks);
+    let coord = crate::shard::Coord::new(
+        &ctx.root,
+        &format!("{}\n{}", ctx.store.describe(), entry.name),
+        sh,
+    )
+    .map_err(io)?;
+    let _beat = coord.heartbeat();
+    let mine: Vec<(u64, u64)> = groups
+        .iter()
+        .filter(|g| g.rank == rank)
+        .map(|g| (g.first, g.end))
+        .collect();
+    let mut result = Ok(());
+    if !mine.is_empty() {
+        result = shard::pull_part(ctx, entry, dest, &mine, rank, ranks).await;
+    }
+    coord.mark("written", "").map_err(io)?;
+    let b = coord.barrier("written").await;
+    if share.owner() == rank && result.is_ok() {
+        result = shard::finish(ctx, entry, dest, ranks).await.map_err(|f| {
+            if b.dead.is_empty() {
+                f
+            } else {
+                Failure::Item(format!("{} (rank(s) {:?} stopped)", f.message(), b.dead))
+            }
+        });
+    }
+    if rank != 0 {
+        ctx.stats.silent.store(true, Ordering::Relaxed);
+    }
+    if let Err(f) = &result {
+        // Counted here so that rank 0's combined summary includes it.
+        ctx.stats.fail(&entry.name, f.message());
+        result = Ok(());
+    }
+    shard::gather(&coord, &ctx.stats).await?;
+    Ok(result)
 }
 
 /// Entries asked for in the first listing page: time to the first byte on a

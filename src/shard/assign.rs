@@ -66,6 +66,7 @@ impl Share {
 pub struct Assigner {
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     loads: Vec<u64>,
+    bytes: Vec<u64>,
     requests: Vec<u64>,
     split_min: u64,
 }
@@ -77,6 +78,7 @@ impl Assigner {
         Assigner {
             heap: (0..ranks).map(|r| Reverse((0, r))).collect(),
             loads: vec![0; ranks],
+            bytes: vec![0; ranks],
             requests: vec![0; ranks],
             split_min: split_min.max(1),
         }
@@ -88,6 +90,7 @@ impl Assigner {
         };
         let load = load + bytes + FILE_COST;
         self.loads[rank] = load;
+        self.bytes[rank] += bytes;
         self.requests[rank] += requests;
         self.heap.push(Reverse((load, rank)));
         rank
@@ -119,6 +122,11 @@ impl Assigner {
     /// Load per rank (bytes plus per-file cost) so far.
     pub fn loads(&self) -> &[u64] {
         &self.loads
+    }
+
+    /// Payload bytes per rank so far.
+    pub fn bytes(&self) -> &[u64] {
+        &self.bytes
     }
 
     /// Requests per rank so far (GETs or PUTs of data).

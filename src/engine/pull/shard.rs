@@ -209,3 +209,40 @@ pub(super) async fn finish(
     ctx.stats.files_transferred.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
+
+/// The end of a sharded run: every rank files its summary; rank 0 waits for
+/// all, adds them to its own (it prints for everyone), reports ranks that
+/// stopped, and removes the shared state when everything finished cleanly.
+pub(super) async fn gather(
+    coord: &crate::shard::Coord,
+    stats: &crate::report::Stats,
+) -> Result<(), crate::error::Error> {
+    let mine = serde_json::to_string(&stats.summary("pull", false)).unwrap_or_default();
+    coord
+        .mark("finished", &mine)
+        .map_err(|e| crate::error::Error::Io {
+            path: coord.dir().display().to_string(),
+            source: e,
+        })?;
+    if coord.shard.rank != 0 {
+        return Ok(());
+    }
+    let b = coord.barrier("finished").await;
+    for (r, text) in &b.markers {
+        if *r != 0 {
+            if let Ok(sum) = serde_json::from_str::<crate::report::Summary>(text) {
+                stats.absorb(&sum);
+            }
+        }
+    }
+    for r in &b.dead {
+        stats.fail(
+            &format!("rank {r}"),
+            "stopped before finishing its share: rerun the same command (a new srun step, or a new --shard-run) to complete it",
+        );
+    }
+    if stats.files_failed.load(Ordering::Relaxed) == 0 {
+        coord.remove();
+    }
+    Ok(())
+}
