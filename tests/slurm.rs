@@ -614,3 +614,100 @@ fn slurm_parse_shows_and_checks_directives() {
         text(&out)
     );
 }
+
+#[test]
+fn slurm_node_prologs_share_a_stage_in_when_asked() {
+    let env = TestEnv::new();
+    let (data, logs) = containers(&env);
+    seed_input(&env);
+    write(
+        &env.path("in2"),
+        "big.bin",
+        &crate::util::bytes(20 << 20, 9),
+    );
+    env.run_json(
+        &[
+            "push",
+            env.path("in2/big.bin").to_str().unwrap(),
+            &env.remote("proj/input/big.bin"),
+        ],
+        0,
+    );
+    let root = env.path("root");
+    std::fs::create_dir_all(&root).unwrap();
+    for p in [env.path(""), root.clone()] {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    let config = env.path("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "account = \"devstoreaccount1\"\nblob_endpoint = \"{}\"\nkey = \"{}\"\n[alias.data]\ncontainer = \"{data}\"\n[alias.log]\ncontainer = \"{logs}\"\n[slurm]\nallowed_roots = [\"{}\"]\nstate_dir = \"{}/state\"\nshard_nodes = true\nshard_split = 8388608\n",
+            env.azurite.endpoint(),
+            hopstage::config::AZURITE_KEY,
+            root.display(),
+            env.path("").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let comment = format!("hopstage: pull data:/proj/input {}/in", root.display());
+    let nodes: Vec<_> = ["n1", "n2"]
+        .iter()
+        .map(|n| {
+            prolog_env(
+                &config,
+                &[
+                    ("SLURM_NODELIST", "n[1-2]"),
+                    ("SLURMD_NODENAME", n),
+                    ("SLURM_JOB_COMMENT", &comment),
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, n) in nodes.into_iter().enumerate() {
+        let o = n.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "node {i}: {}", text(&o));
+    }
+    assert_eq!(
+        std::fs::read(root.join("in/big.bin")).unwrap(),
+        crate::util::bytes(20 << 20, 9)
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("in/big.bin")).unwrap().uid(),
+        NOBODY
+    );
+    assert_eq!(
+        std::fs::read(root.join("in/a.txt")).unwrap(),
+        b"alpha input\n"
+    );
+    assert!(env.path("state/77/stage-in.0.json").exists());
+    // The first node filed the combined summary.
+    let out = env
+        .cmd()
+        .args([
+            "pull",
+            "--quiet",
+            &format!("{logs}:/jobs/nobody/77/stage-in.json"),
+        ])
+        .arg(env.path("sum.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let sum: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("sum.json")).unwrap()).unwrap();
+    assert_eq!(sum["status"], "ok", "{sum}");
+    assert_eq!(
+        sum["transfers"][0]["summary"]["files_transferred"], 3,
+        "{sum}"
+    );
+    assert_eq!(
+        sum["transfers"][0]["summary"]["bytes_transferred"],
+        (20 << 20) + (3 << 20) + 12,
+        "{sum}"
+    );
+}

@@ -66,7 +66,10 @@ pub fn prolog(config: Option<PathBuf>) -> i32 {
         return 0;
     }
     let marker = dir.join(format!("stage-in.{}.json", ctx.job.restarts));
-    if !ctx.job.is_leader() {
+    // Either every node takes a share of the stage-in, or the first node
+    // stages alone while the others wait for its marker.
+    let shard = node_shard(&ctx);
+    if shard.is_none() && !ctx.job.is_leader() {
         return wait_for(&marker, Duration::from_secs(ctx.hooks.node_wait_secs));
     }
     if let Err(e) = ensure_state_dir(&dir) {
@@ -83,7 +86,8 @@ pub fn prolog(config: Option<PathBuf>) -> i32 {
     let budget = Some(ctx.hooks.stage_in_secs)
         .filter(|s| *s > 0)
         .map(Duration::from_secs);
-    let req = request(&ctx, Phase::In, directives, error, None);
+    let mut req = request(&ctx, Phase::In, directives, error, None);
+    req.shard = shard;
     let outcome = match run_worker(&req, budget, false) {
         Worker::Done(o) => o,
         Worker::TimedOut => {
@@ -99,8 +103,33 @@ pub fn prolog(config: Option<PathBuf>) -> i32 {
         Worker::Handed(_) => return 0,
         Worker::Failed(e) => return node_fault("prolog", &e),
     };
+    if !ctx.job.is_leader() {
+        // A sharing node: its own faults drain it; the first node reports
+        // the job's errors and writes the marker.
+        return match outcome.status {
+            Status::NodeFault => {
+                node_fault("stage-in", outcome.message.as_deref().unwrap_or_default())
+            }
+            _ => 0,
+        };
+    }
     let _ = write_atomic(&marker, &serde_json::to_vec(&outcome).unwrap_or_default());
     finish_stage_in(&ctx, &outcome, false)
+}
+
+/// This node's share of the stage-in when `[slurm] shard_nodes` is on and
+/// the job spans several nodes (node prologs only).
+fn node_shard(ctx: &Ctx) -> Option<crate::shard::Shard> {
+    if !ctx.hooks.shard_nodes || ctx.job.nodes.len() < 2 || ctx.job.this_node.is_empty() {
+        return None;
+    }
+    let rank = ctx.job.nodes.iter().position(|n| *n == ctx.job.this_node)?;
+    Some(crate::shard::Shard {
+        rank,
+        ranks: ctx.job.nodes.len(),
+        token: format!("{}.{}", ctx.job.id, ctx.job.restarts),
+        split_min: ctx.hooks.shard_split.max(1),
+    })
 }
 
 /// Acts on a stage-in outcome: 0, or fail the job, or 1 for a node fault.
@@ -277,6 +306,7 @@ fn request(
         log_prefix,
         skip_pushes,
         error,
+        shard: None,
     }
 }
 

@@ -54,6 +54,13 @@ pub struct HookConfig {
     /// Transfers in flight per hook (lower than interactive defaults: a
     /// prolog shares the node with the job's start-up).
     pub concurrency: usize,
+    /// Node prologs of a multi-node job split the stage-in between them
+    /// (`hopstage pull --shard`, docs/scale.md) instead of the first node
+    /// staging alone.
+    pub shard_nodes: bool,
+    /// With `shard_nodes`: files of at least this many bytes are split
+    /// across the nodes.
+    pub shard_split: u64,
 }
 
 impl Default for HookConfig {
@@ -68,6 +75,8 @@ impl Default for HookConfig {
             epilog_wait_secs: 60,
             on_user_error: OnUserError::Cancel,
             concurrency: 8,
+            shard_nodes: false,
+            shard_split: crate::shard::assign::SPLIT_MIN,
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct Request {
     /// The directives were refused before any transfer (bad syntax, denied
     /// path): report this as the job's user-data error, transfer nothing.
     pub error: Option<String>,
+    /// This node's share when the job's nodes split the stage-in.
+    #[serde(default)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// How a phase ended.
@@ -218,7 +221,8 @@ async fn stage(req: Request, sources: Sources) -> Outcome {
                 continue;
             }
         };
-        let (summary, result) = transfer(&sources, &req.hooks, &local, remote, pull).await;
+        let shard = if pull { req.shard.clone() } else { None };
+        let (summary, result) = transfer(&sources, &req.hooks, &local, remote, pull, shard).await;
         let failed = match &result {
             Err((status, m)) => Some((*status, m.clone())),
             Ok(()) if summary.as_ref().is_some_and(|s| s.files_failed > 0) => {
@@ -262,9 +266,12 @@ async fn stage(req: Request, sources: Sources) -> Outcome {
     }
     out.finished_unix = now_unix();
     let name = format!("{}/{}.json", req.log_prefix, req.phase.name());
-    match put_json(&sources, &name, &out).await {
-        Ok(()) => out.log = Some(name),
-        Err(e) => eprintln!("hopstage: cannot file the summary in {name}: {e}"),
+    // With nodes sharing a stage-in, the first files the (combined) summary.
+    if req.shard.as_ref().is_none_or(|s| s.rank == 0) {
+        match put_json(&sources, &name, &out).await {
+            Ok(()) => out.log = Some(name),
+            Err(e) => eprintln!("hopstage: cannot file the summary in {name}: {e}"),
+        }
     }
     if req.phase == Phase::In && out.status == Status::UserError {
         tell_the_job(
@@ -374,6 +381,7 @@ async fn transfer(
     local: &Path,
     remote: &str,
     pull: bool,
+    shard: Option<crate::shard::Shard>,
 ) -> (Option<crate::report::Summary>, Result<(), (Status, String)>) {
     let what = if pull { "pull" } else { "push" };
     let started = async {
@@ -388,24 +396,12 @@ async fn transfer(
         Ok(t) => t,
         Err(e) => return (None, Err((classify(&e), format!("{what} {remote}: {e}")))),
     };
+    let mut settings = settings(hooks);
+    settings.shard = shard;
     let r = if pull {
-        crate::engine::pull::pull(
-            store,
-            &target.path,
-            local,
-            settings(hooks),
-            Arc::clone(&stats),
-        )
-        .await
+        crate::engine::pull::pull(store, &target.path, local, settings, Arc::clone(&stats)).await
     } else {
-        crate::engine::push::push(
-            store,
-            local,
-            &target.path,
-            settings(hooks),
-            Arc::clone(&stats),
-        )
-        .await
+        crate::engine::push::push(store, local, &target.path, settings, Arc::clone(&stats)).await
     };
     let summary = stats.summary(what, false);
     (
@@ -434,7 +430,7 @@ async fn upload_outputs(sources: &Sources, req: &Request, out: &mut Outcome) {
             concurrency: 1,
             ..req.hooks.clone()
         };
-        let (summary, r) = transfer(sources, &hooks, &path, &remote, false).await;
+        let (summary, r) = transfer(sources, &hooks, &path, &remote, false, None).await;
         out.transfers.push(serde_json::json!({
             "output": path.display().to_string(),
             "summary": summary,
