@@ -169,10 +169,11 @@ fn a_killed_rank_is_reported_and_a_rerun_finishes_only_what_is_missing() {
         .map(|i| rank(&env, d, i, 3, "k1", Some(ep.clone())))
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let victim = children.remove(2);
+    let mut victim = children.remove(2);
     let _ = Command::new("kill")
         .args(["-9", &victim.id().to_string()])
         .status();
+    let _ = victim.wait();
     let started = Instant::now();
     let outs = outputs(children);
     assert!(started.elapsed() < Duration::from_secs(120));
