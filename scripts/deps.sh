@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what hopstage's tests, demo and benchmarks need on a fresh Debian
 # machine, skipping whatever is already there: Azurite (npm), Microsoft's
-# Python SDK (PyPI), rclone, rpm, cpio, slurm-wlm and munge (Debian). Idempotent.
+# Python SDK (PyPI), rclone, rpm, cpio, slurm-wlm, munge and shellcheck (Debian). Idempotent.
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +14,8 @@ command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 [ -x /usr/sbin/slurmctld ] || need_apt+=(slurm-wlm)
 [ -x /usr/sbin/munged ] || need_apt+=(munge)
 [ -x /usr/sbin/runuser ] || need_apt+=(util-linux)
+# Bootstrap tests: the generated cluster-init script must pass shellcheck.
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive

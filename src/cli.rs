@@ -164,6 +164,11 @@ pub enum Command {
     /// Print the man page (roff), generated from these definitions.
     #[command(hide = true)]
     Man,
+    /// Provisioning around hopstage for an az-hop cluster (ARM plan, cluster-init script).
+    ///
+    /// Example: hopstage bootstrap plan --config bootstrap.toml
+    #[command(subcommand)]
+    Bootstrap(BootstrapCommand),
     /// Slurm integration: prolog/epilog hooks, burst buffer, directive checks.
     ///
     /// Example: hopstage slurm parse job.sh
@@ -364,5 +369,52 @@ pub enum BbCommand {
         job_id: String,
         /// The job script.
         script: std::path::PathBuf,
+    },
+}
+
+/// `hopstage bootstrap ...`.
+#[derive(Debug, Subcommand)]
+pub enum BootstrapCommand {
+    /// Check bootstrap.toml and print the ordered ARM requests it needs.
+    ///
+    /// Example: hopstage bootstrap plan --config bootstrap.toml --json
+    Plan {
+        /// The declarative file (see docs/bootstrap.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: std::path::PathBuf,
+        /// Print the requests as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the 91-AMLFS.sh cluster-init script (Lustre client, /AMLFS,
+    /// /BLOB with the node's managed identity, unmount hooks).
+    ///
+    /// Example: hopstage bootstrap cluster-init --mgs 10.1.0.4 --account azhopdata01 --client-id GUID -o 91-AMLFS.sh
+    ClusterInit {
+        /// The AMLFS MGS address (clientInfo.mgsAddress).
+        #[arg(long, value_name = "IP")]
+        mgs: std::net::Ipv4Addr,
+        /// Mount point.
+        #[arg(long, default_value = "/AMLFS", value_name = "DIR")]
+        mount: String,
+        /// Storage account to mount at /BLOB.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Container to mount at /BLOB.
+        #[arg(long, default_value = "home", value_name = "NAME")]
+        container: String,
+        /// Client id of the nodes' user-assigned managed identity (az-hop's
+        /// compute_vm_identity); without it /BLOB is not mounted.
+        #[arg(long, value_name = "GUID")]
+        client_id: Option<String>,
+        /// The account has no hierarchical namespace (blobfuse2 type block).
+        #[arg(long)]
+        flat: bool,
+        /// Also install hopstage's Slurm prolog/epilog wrappers.
+        #[arg(long)]
+        slurm_hooks: bool,
+        /// Write the script here (mode 0755) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
     },
 }

@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod doctor;

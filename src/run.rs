@@ -37,8 +37,13 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
                 })?;
             return write_stdout(&buf);
         }
-        Command::Slurm(_) => {}
         _ => {}
+    }
+    if let Command::Bootstrap(b) = opts.command {
+        return Ok(match crate::bootstrap::run(b) {
+            0 => ExitCode::Success,
+            _ => ExitCode::Fatal,
+        });
     }
     if let Command::Slurm(s) = opts.command {
         // Hooks manage their own processes and privileges: no runtime here.
@@ -155,6 +160,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
             Command::Doctor { .. }
             | Command::Completions { .. }
             | Command::Man
+            | Command::Bootstrap(_)
             | Command::Slurm(_) => {
                 Ok(ExitCode::Success)
             }

@@ -1,6 +1,7 @@
 //! hopstage's one integration-test binary: every test runs the built
 //! executable against a real Azurite started by `util::azurite`.
 
+mod bootstrap;
 mod copy;
 mod doctor;
 mod faults;

@@ -5,6 +5,7 @@ pub mod azurite;
 pub mod faults;
 pub mod lustre_sim;
 pub mod slurm;
+pub mod swagger;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
