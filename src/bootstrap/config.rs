@@ -310,7 +310,7 @@ impl Bootstrap {
             )
         })?;
         let c = self.amlfs.capacity_tib;
-        if c < min || c > max || c % step != 0 {
+        if c < min || c > max || !c.is_multiple_of(step) {
             return Err(format!(
                 "amlfs.capacity_tib: {c} is not valid for {}: use a multiple of {step} from {min} to {max} (more needs a support ticket)",
                 self.amlfs.sku
