@@ -220,16 +220,8 @@ impl Specs {
                     }
                 }
             }
-            "number" => {
-                if !v.is_number() {
-                    errs.push(format!("{at}: expected a number"));
-                }
-            }
-            "boolean" => {
-                if !v.is_boolean() {
-                    errs.push(format!("{at}: expected a boolean"));
-                }
-            }
+            "number" if !v.is_number() => errs.push(format!("{at}: expected a number")),
+            "boolean" if !v.is_boolean() => errs.push(format!("{at}: expected a boolean")),
             _ => {}
         }
     }
