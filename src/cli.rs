@@ -386,6 +386,49 @@ pub enum BootstrapCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create or fix what the plan describes, in order (GET first; writes only
+    /// what is missing or different; safe to interrupt and rerun).
+    ///
+    /// Example: hopstage bootstrap apply --config bootstrap.toml --auth azure-cli
+    Apply {
+        /// The declarative file.
+        #[arg(long, value_name = "FILE")]
+        config: std::path::PathBuf,
+        /// Azure Resource Manager endpoint.
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "https://management.azure.com"
+        )]
+        arm_endpoint: String,
+        /// Seconds to wait after creating role assignments (propagation).
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        role_wait: u64,
+        /// Seconds between polls of long-running operations without Retry-After.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        poll: u64,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What exists, its state, and the AMLFS mount command.
+    ///
+    /// Example: hopstage bootstrap status --config bootstrap.toml
+    Status {
+        /// The declarative file.
+        #[arg(long, value_name = "FILE")]
+        config: std::path::PathBuf,
+        /// Azure Resource Manager endpoint.
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "https://management.azure.com"
+        )]
+        arm_endpoint: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the 91-AMLFS.sh cluster-init script (Lustre client, /AMLFS,
     /// /BLOB with the node's managed identity, unmount hooks).
     ///

@@ -40,8 +40,9 @@ pub fn run(opts: Opts) -> Result<ExitCode, Error> {
         _ => {}
     }
     if let Command::Bootstrap(b) = opts.command {
-        return Ok(match crate::bootstrap::run(b) {
+        return Ok(match crate::bootstrap::run(b, opts.auth.as_deref()) {
             0 => ExitCode::Success,
+            1 => ExitCode::Partial,
             _ => ExitCode::Fatal,
         });
     }

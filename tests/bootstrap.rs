@@ -329,3 +329,270 @@ fn cluster_init_script_is_clean_secret_free_and_idempotent() {
             .exists());
     }
 }
+
+use crate::util::fake_arm::FakeArm;
+
+fn config_file(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("bootstrap.toml");
+    std::fs::write(&p, example()).unwrap();
+    p
+}
+
+fn apply(arm: &FakeArm, config: &Path) -> (Option<i32>, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_hopstage"))
+        .args([
+            "bootstrap",
+            "apply",
+            "--json",
+            "--role-wait",
+            "1",
+            "--poll",
+            "1",
+            "--arm-endpoint",
+        ])
+        .arg(arm.endpoint())
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn writes(arm: &FakeArm) -> Vec<String> {
+    arm.calls()
+        .into_iter()
+        .filter(|(m, _)| m == "PUT" || m == "POST")
+        .map(|(m, p)| {
+            format!(
+                "{m} {}",
+                p.rsplit('/')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("/")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn apply_creates_in_order_waits_for_operations_and_a_rerun_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let arm = FakeArm::start();
+    let (code, out, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+    let steps = plan_json(&example());
+    let roles: Vec<String> = steps
+        .iter()
+        .filter(|s| s["kind"] == "role_assignment")
+        .map(|s| {
+            s["path"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        writes(&arm),
+        vec![
+            "PUT storageAccounts/azhopdata01".to_string(),
+            "PUT containers/home".into(),
+            "PUT containers/log".into(),
+            format!("PUT roleAssignments/{}", roles[0]),
+            format!("PUT roleAssignments/{}", roles[1]),
+            "PUT subnets/amlfs".into(),
+            "PUT virtualNetworkPeerings/hopstage-to-hpcvnet".into(),
+            "PUT virtualNetworkPeerings/hopstage-to-amlfs-vnet".into(),
+            "POST Microsoft.StorageCache/checkAmlFSSubnets".into(),
+            "PUT amlFilesystems/azhop-lustre".into(),
+            "PUT securityRules/HopstageAmlfsLustreOut".into(),
+            "PUT securityRules/HopstageAmlfsLustreIn".into(),
+        ]
+    );
+    // Every write was preceded by a read of the same resource.
+    let calls = arm.calls();
+    for (i, (m, p)) in calls.iter().enumerate() {
+        if m == "PUT" {
+            assert!(
+                calls[..i].iter().any(|(m2, p2)| m2 == "GET" && p2 == p),
+                "PUT {p} without a GET first"
+            );
+        }
+    }
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["mgs_address"], "10.1.0.4", "{v}");
+    // The long-running operations were polled.
+    assert!(
+        calls.iter().any(|(_, p)| p.starts_with("/ops/"))
+            && calls.iter().any(|(_, p)| p.starts_with("/locations/"))
+    );
+    // Second apply: no resource written (the preflight POST is a check, not a change).
+    arm.clear_calls();
+    let (code, out, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        writes(&arm),
+        vec!["POST Microsoft.StorageCache/checkAmlFSSubnets".to_string()]
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] == "already_correct" || s["action"] == "checked"),
+        "{v}"
+    );
+    // status reports everything and the mount command.
+    let o = Command::new(env!("CARGO_BIN_EXE_hopstage"))
+        .args(["bootstrap", "status", "--arm-endpoint"])
+        .arg(arm.endpoint())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("health Available") && t.contains("10.1.0.4@tcp:/lustrefs"),
+        "{t}"
+    );
+    assert!(t.contains("peering Connected"), "{t}");
+}
+
+#[test]
+fn apply_survives_throttling_and_existing_role_assignments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let arm = FakeArm::start();
+    arm.knobs(|k| {
+        k.throttle = vec![2, 9];
+        k.role_conflict_once = true;
+    });
+    let (code, out, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let actions: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions[3], "already_correct",
+        "409 RoleAssignmentExists is success: {v}"
+    );
+    // The throttled requests were sent again.
+    let calls = arm.calls();
+    assert_eq!(calls[1], calls[2], "{calls:?}");
+}
+
+#[test]
+fn apply_reports_a_failed_file_system_and_resumes_after_an_interruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let amlfs = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/azhop-data/providers/Microsoft.StorageCache/amlFilesystems/azhop-lustre";
+    // 1. Provisioning fails: one line with the service's reason; the rerun
+    //    says what to do instead of writing again.
+    let arm = FakeArm::start();
+    arm.knobs(|k| k.amlfs_fail = true);
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("subnet has no room") && err.contains("rerun"),
+        "{err}"
+    );
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("exists in state Failed") && err.contains("delete it"),
+        "{err}"
+    );
+    arm.remove(amlfs);
+    arm.knobs(|k| k.amlfs_fail = false);
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+
+    // 2. Killed while AMLFS is being created: the rerun waits for it, no second PUT.
+    let arm = FakeArm::start();
+    arm.knobs(|k| k.amlfs_ticks = 1000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hopstage"))
+        .args([
+            "bootstrap",
+            "apply",
+            "--role-wait",
+            "1",
+            "--poll",
+            "1",
+            "--arm-endpoint",
+        ])
+        .arg(arm.endpoint())
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !arm.calls().iter().any(|(m, p)| m == "PUT" && p == amlfs) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply never reached AMLFS"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(arm
+        .calls()
+        .iter()
+        .all(|(_, p)| !p.contains("securityRules")));
+    // Azure finishes the creation while nobody watches; the rerun finds it
+    // Creating and waits.
+    arm.finish_soon();
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+    let puts = arm
+        .calls()
+        .iter()
+        .filter(|(m, p)| m == "PUT" && p == amlfs)
+        .count();
+    assert_eq!(puts, 1, "the file system was PUT again");
+    assert!(arm
+        .calls()
+        .iter()
+        .any(|(m, p)| m == "PUT" && p.contains("securityRules")));
+}
+
+#[test]
+fn apply_refuses_to_change_a_create_only_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let arm = FakeArm::start();
+    let sa = "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/azhop-data/providers/Microsoft.Storage/storageAccounts/azhopdata01";
+    arm.seed(
+        sa,
+        json!({"id": sa, "location": "westeurope", "kind": "StorageV2", "sku": {"name": "Standard_LRS"},
+               "properties": {"isHnsEnabled": false, "allowSharedKeyAccess": true, "allowBlobPublicAccess": false,
+                              "minimumTlsVersion": "TLS1_2", "supportsHttpsTrafficOnly": true, "provisioningState": "Succeeded"}}),
+    );
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("properties.isHnsEnabled") && err.contains("cannot change"),
+        "{err}"
+    );
+    assert!(writes(&arm).is_empty(), "{:?}", writes(&arm));
+}

@@ -2,6 +2,7 @@
 //! directory per test, and a `Command` for the built `hopstage` binary.
 
 pub mod azurite;
+pub mod fake_arm;
 pub mod faults;
 pub mod lustre_sim;
 pub mod slurm;
