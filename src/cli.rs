@@ -385,6 +385,9 @@ pub enum BootstrapCommand {
         /// Print the requests as JSON.
         #[arg(long)]
         json: bool,
+        /// Output format: text, json, or terraform (azapi resources).
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json", "terraform"])]
+        format: String,
     },
     /// Create or fix what the plan describes, in order (GET first; writes only
     /// what is missing or different; safe to interrupt and rerun).

@@ -11,6 +11,7 @@ pub mod arm;
 pub mod config;
 pub mod plan;
 pub mod script;
+pub mod terraform;
 
 use std::path::Path;
 
@@ -20,7 +21,11 @@ use crate::cli::BootstrapCommand;
 /// is the global `--auth` (the Entra ID source for Azure Resource Manager).
 pub fn run(cmd: BootstrapCommand, auth: Option<&str>) -> i32 {
     match cmd {
-        BootstrapCommand::Plan { config, json } => plan_cmd(&config, json),
+        BootstrapCommand::Plan {
+            config,
+            json,
+            format,
+        } => plan_cmd(&config, if json { "json" } else { &format }),
         BootstrapCommand::Apply {
             config,
             arm_endpoint,
@@ -92,7 +97,7 @@ pub fn load(path: &Path) -> Result<config::Bootstrap, String> {
     Ok(b)
 }
 
-fn plan_cmd(path: &Path, json: bool) -> i32 {
+fn plan_cmd(path: &Path, format: &str) -> i32 {
     let b = match load(path) {
         Ok(b) => b,
         Err(e) => {
@@ -101,7 +106,10 @@ fn plan_cmd(path: &Path, json: bool) -> i32 {
         }
     };
     let steps = plan::plan(&b);
-    if json {
+    if format == "terraform" {
+        return out(&terraform::render(&steps));
+    }
+    if format == "json" {
         return match serde_json::to_string_pretty(&steps) {
             Ok(t) => out(&format!("{t}\n")),
             Err(e) => {
