@@ -596,3 +596,36 @@ fn apply_refuses_to_change_a_create_only_field() {
     );
     assert!(writes(&arm).is_empty(), "{:?}", writes(&arm));
 }
+
+#[test]
+fn apply_patches_a_changed_maintenance_window_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let arm = FakeArm::start();
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(
+        &config,
+        example().replace(
+            "maintenance_day = \"Saturday\"",
+            "maintenance_day = \"Sunday\"",
+        ),
+    )
+    .unwrap();
+    arm.clear_calls();
+    let (code, out, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+    let patches: Vec<_> = arm
+        .calls()
+        .into_iter()
+        .filter(|(m, _)| m == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1, "{:?}", arm.calls());
+    assert!(patches[0].1.ends_with("/amlFilesystems/azhop-lustre"));
+    assert_eq!(
+        writes(&arm),
+        vec!["POST Microsoft.StorageCache/checkAmlFSSubnets".to_string()]
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["steps"][9]["action"], "updated", "{v}");
+}

@@ -184,13 +184,20 @@ pub async fn apply(
                             step.title
                         ));
                     } else {
-                        let body = if step.kind == Kind::Subnet {
-                            merge_subnet(&step.body, &v)
-                        } else {
-                            step.body.clone()
+                        // A file system is changed with PATCH (its maintenance window;
+                        // the rest is create-only); others take the whole body again.
+                        let (method, body) = match step.kind {
+                            Kind::Amlfs => (
+                                "PATCH",
+                                serde_json::json!({"properties": {
+                                    "maintenanceWindow": step.body["properties"]["maintenanceWindow"]
+                                }}),
+                            ),
+                            Kind::Subnet => ("PUT", merge_subnet(&step.body, &v)),
+                            _ => ("PUT", step.body.clone()),
                         };
                         let r = arm
-                            .call(step.method, &url, Some(&body))
+                            .call(method, &url, Some(&body))
                             .await
                             .map_err(|e| e.to_string())?;
                         arm.wait(&r, &url).await.map_err(|e| e.to_string())?;

@@ -372,6 +372,41 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
                 &res,
             )
         }
+        "PATCH" => {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            drop(s);
+            let errs = specs.lock().unwrap().validate(file, "patch", path, &v);
+            let mut s = st.lock().unwrap();
+            if !errs.is_empty() {
+                return respond(
+                    &c,
+                    400,
+                    &[],
+                    &error("InvalidRequestContent", &errs.join("; ")),
+                );
+            }
+            let Some(r) = s.resources.get_mut(&key) else {
+                return respond(&c, 404, &[], &error("ResourceNotFound", "not found"));
+            };
+            if let (Some(live), Some(patch)) =
+                (r["properties"].as_object_mut(), v["properties"].as_object())
+            {
+                for (k, val) in patch {
+                    live.insert(k.clone(), val.clone());
+                }
+            }
+            let id = format!("{}", s.seq);
+            s.locations.insert(id.clone(), 1);
+            respond(
+                &c,
+                202,
+                &[(
+                    "location",
+                    format!("http://127.0.0.1:{port}/locations/{id}"),
+                )],
+                &Value::Null,
+            )
+        }
         _ => respond(&c, 405, &[], &error("MethodNotAllowed", &method)),
     }
 }
