@@ -66,9 +66,10 @@ fn every_plan_body_validates_against_the_official_specs() {
             "api_version = \"2024-07-01\"",
             "api_version = \"2026-01-01\"",
         ),
-        example()
-            .replace("hns = true", "hns = false")
-            .replace("amlfs-vnet\"", "hpcvnet\""),
+        example().replace("hns = true", "hns = false").replace(
+            "resourceGroups/azhop-data/providers/Microsoft.Network/virtualNetworks/amlfs-vnet",
+            "resourceGroups/azhop/providers/Microsoft.Network/virtualNetworks/hpcvnet",
+        ),
     ];
     let mut checked = BTreeMap::new();
     for config in &variants {
@@ -91,6 +92,10 @@ fn every_plan_body_validates_against_the_official_specs() {
         }
     }
     assert_eq!(checked.len(), 8, "{checked:?}");
+    // The last variant puts AMLFS in az-hop's own vnet: no peering.
+    assert!(!plan_json(&variants[3])
+        .iter()
+        .any(|s| s["kind"] == "peering"));
 }
 
 #[test]
