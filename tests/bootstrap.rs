@@ -343,23 +343,19 @@ fn config_file(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-fn apply(arm: &FakeArm, config: &Path) -> (Option<i32>, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_hopstage"))
-        .args([
-            "bootstrap",
-            "apply",
-            "--json",
-            "--role-wait",
-            "1",
-            "--poll",
-            "1",
-            "--arm-endpoint",
-        ])
+/// `hopstage bootstrap apply` against the fake, with short waits.
+fn apply_command(arm: &FakeArm, config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hopstage"));
+    c.args(["bootstrap", "apply", "--role-wait", "1", "--poll", "1"])
+        .arg("--arm-endpoint")
         .arg(arm.endpoint())
         .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
+        .arg(config);
+    c
+}
+
+fn apply(arm: &FakeArm, config: &Path) -> (Option<i32>, String, String) {
+    let o = apply_command(arm, config).arg("--json").output().unwrap();
     (
         o.status.code(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -531,19 +527,7 @@ fn apply_reports_a_failed_file_system_and_resumes_after_an_interruption() {
     // 2. Killed while AMLFS is being created: the rerun waits for it, no second PUT.
     let arm = FakeArm::start();
     arm.knobs(|k| k.amlfs_ticks = 1000);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hopstage"))
-        .args([
-            "bootstrap",
-            "apply",
-            "--role-wait",
-            "1",
-            "--poll",
-            "1",
-            "--arm-endpoint",
-        ])
-        .arg(arm.endpoint())
-        .arg("--config")
-        .arg(&config)
+    let mut child = apply_command(&arm, &config)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -52,24 +52,25 @@ fn seed_input(env: &TestEnv) {
     );
 }
 
-#[test]
-fn slurm_hooks_stage_jobs_as_their_user_and_fail_jobs_not_nodes() {
+/// A cluster staging from a seeded container; also the allowed root and
+/// the work directory as strings.
+fn cluster(mode: Mode, extra: &str) -> (TestEnv, Slurm, String, String) {
     let env = TestEnv::new();
     let (data, logs) = containers(&env);
     seed_input(&env);
-    // epilog_wait_secs = 0: every stage-out is handed to a background worker
-    // at once, so the outputs below prove it outlives the epilog.
-    let s = Slurm::start(
-        Azurite::shared(),
-        &data,
-        &logs,
-        Mode::Hooks,
-        "epilog_wait_secs = 0",
-    );
+    let s = Slurm::start(Azurite::shared(), &data, &logs, mode, extra);
     let (root, work) = (
         s.root.display().to_string(),
         s.work("").display().to_string(),
     );
+    (env, s, root, work)
+}
+
+#[test]
+fn slurm_hooks_stage_jobs_as_their_user_and_fail_jobs_not_nodes() {
+    // epilog_wait_secs = 0: every stage-out is handed to a background worker
+    // at once, so the outputs below prove it outlives the epilog.
+    let (_env, s, root, work) = cluster(Mode::Hooks, "epilog_wait_secs = 0");
 
     // 1. Data in before the body, owned by the job user; outputs and logs out after.
     let id = s
@@ -225,14 +226,7 @@ fn slurm_hooks_stage_jobs_as_their_user_and_fail_jobs_not_nodes() {
 
 #[test]
 fn slurm_burst_buffer_stages_while_the_job_is_pending() {
-    let env = TestEnv::new();
-    let (data, logs) = containers(&env);
-    seed_input(&env);
-    let s = Slurm::start(Azurite::shared(), &data, &logs, Mode::BurstBuffer, "");
-    let (root, work) = (
-        s.root.display().to_string(),
-        s.work("").display().to_string(),
-    );
+    let (_env, s, root, work) = cluster(Mode::BurstBuffer, "");
 
     // Refused at submit: sbatch itself prints hopstage's reason.
     let refused = s
@@ -331,14 +325,7 @@ fn slurm_burst_buffer_stages_while_the_job_is_pending() {
 
 #[test]
 fn slurm_controller_prolog_stages_once_per_job() {
-    let env = TestEnv::new();
-    let (data, logs) = containers(&env);
-    seed_input(&env);
-    let s = Slurm::start(Azurite::shared(), &data, &logs, Mode::Controller, "");
-    let (root, work) = (
-        s.root.display().to_string(),
-        s.work("").display().to_string(),
-    );
+    let (_env, s, root, work) = cluster(Mode::Controller, "");
     let id = s
         .sbatch(
             "ctld.sh",

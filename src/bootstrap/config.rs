@@ -248,6 +248,13 @@ pub fn parse_id(id: &str, kind: &str, key: &str) -> Result<ResourceId, String> {
     }
 }
 
+/// Storage account names: 3-24 lowercase letters and digits.
+pub fn valid_account(a: &str) -> bool {
+    (3..=24).contains(&a.len())
+        && a.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
 fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
@@ -274,11 +281,7 @@ impl Bootstrap {
             return Err("roles.hpc_cache_rp_object_id: not a GUID; get it with `az ad sp show --id 4392ab71-2ce2-4b0d-8770-b352745c73f5 --query id -o tsv`".into());
         }
         let a = &self.storage.account;
-        if !(3..=24).contains(&a.len())
-            || !a
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        {
+        if !valid_account(a) {
             return Err(format!(
                 "storage.account: '{a}' must be 3-24 lowercase letters and digits"
             ));

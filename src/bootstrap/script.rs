@@ -52,11 +52,7 @@ impl ClusterInit {
             ));
         }
         if let Some(a) = &self.account {
-            if !(3..=24).contains(&a.len())
-                || !a
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            {
+            if !super::config::valid_account(a) {
                 return Err(format!(
                     "--account '{a}': 3-24 lowercase letters and digits"
                 ));

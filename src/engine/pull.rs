@@ -89,6 +89,18 @@ impl Ctx {
         (tree.map_or(aligned, |t| t.0), tree)
     }
 
+    /// Creates `dest`'s directory below the root (never through a symlink).
+    fn ensure_parent(&self, dest: &Path) -> Result<(), Failure> {
+        let parent_rel = dest
+            .parent()
+            .and_then(|p| p.strip_prefix(&self.root).ok())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        self.dirs
+            .ensure(&self.root, &parent_rel)
+            .map_err(|e| Failure::Item(format!("cannot create its directory: {e}")))
+    }
+
     /// Creates the temporary file, with its layout first when on Lustre.
     fn create_temp(&self, tmp: &Path, size: u64) -> Result<std::fs::File, String> {
         match self.layout_for(size) {
@@ -712,14 +724,7 @@ async fn pull_file(ctx: &Arc<Ctx>, entry: &BlobEntry, dest: &Path) -> Result<(),
         ctx.stats.done(entry.size);
         return Ok(());
     }
-    let parent_rel = dest
-        .parent()
-        .and_then(|p| p.strip_prefix(&ctx.root).ok())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    ctx.dirs
-        .ensure(&ctx.root, &parent_rel)
-        .map_err(|e| format!("cannot create its directory: {e}"))?;
+    ctx.ensure_parent(dest)?;
     let tmp = local::temp_path(dest, &entry.name);
     let moved = match download_to(ctx, entry, &meta, &tmp).await {
         Ok(n) => n,

@@ -248,6 +248,24 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
             ),
         );
     }
+    // Every body is checked against the REST spec of its operation.
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if method != "GET" {
+        drop(s);
+        let errs = specs
+            .lock()
+            .unwrap()
+            .validate(file, &method.to_lowercase(), path, &v);
+        if !errs.is_empty() {
+            return respond(
+                &c,
+                400,
+                &[],
+                &error("InvalidRequestContent", &errs.join("; ")),
+            );
+        }
+        s = st.lock().unwrap();
+    }
     match method.as_str() {
         "GET" => {
             if let Some(left) = s.pending.get(&key).copied() {
@@ -264,21 +282,6 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
             }
         }
         "PUT" | "POST" => {
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            drop(s);
-            let errs = specs
-                .lock()
-                .unwrap()
-                .validate(file, &method.to_lowercase(), path, &v);
-            let mut s = st.lock().unwrap();
-            if !errs.is_empty() {
-                return respond(
-                    &c,
-                    400,
-                    &[],
-                    &error("InvalidRequestContent", &errs.join("; ")),
-                );
-            }
             if method == "POST" {
                 let prefix = s
                     .resources
@@ -373,18 +376,6 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
             )
         }
         "PATCH" => {
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            drop(s);
-            let errs = specs.lock().unwrap().validate(file, "patch", path, &v);
-            let mut s = st.lock().unwrap();
-            if !errs.is_empty() {
-                return respond(
-                    &c,
-                    400,
-                    &[],
-                    &error("InvalidRequestContent", &errs.join("; ")),
-                );
-            }
             let Some(r) = s.resources.get_mut(&key) else {
                 return respond(&c, 404, &[], &error("ResourceNotFound", "not found"));
             };

@@ -92,14 +92,7 @@ pub(super) async fn pull_part(
     if up_to_date(ctx, entry, &meta, dest).await? {
         return Ok(()); // the owner counts the skip
     }
-    let parent_rel = dest
-        .parent()
-        .and_then(|p| p.strip_prefix(&ctx.root).ok())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    ctx.dirs
-        .ensure(&ctx.root, &parent_rel)
-        .map_err(|e| format!("cannot create its directory: {e}"))?;
+    ctx.ensure_parent(dest)?;
     let size = entry.size;
     let tmp = local::temp_path(dest, &entry.name);
     let (block, tree) = ctx.block_plan(size, &meta);
