@@ -145,6 +145,19 @@ fn respond(
     c.write_all(text.as_bytes())
 }
 
+/// 202 Accepted with a `Location` to poll.
+fn accepted(c: &TcpStream, port: u16, id: &str) -> std::io::Result<()> {
+    respond(
+        c,
+        202,
+        &[(
+            "location",
+            format!("http://127.0.0.1:{port}/locations/{id}"),
+        )],
+        &Value::Null,
+    )
+}
+
 fn error(code: &str, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}})
 }
@@ -222,15 +235,7 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
         let left = s.locations.get(id).copied().unwrap_or(0);
         if left > 0 {
             s.locations.insert(id.to_string(), left - 1);
-            return respond(
-                &c,
-                202,
-                &[(
-                    "location",
-                    format!("http://127.0.0.1:{port}/locations/{id}"),
-                )],
-                &Value::Null,
-            );
+            return accepted(&c, port, id);
         }
         return respond(&c, 200, &[], &Value::Null);
     }
@@ -354,15 +359,7 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
             if key.contains("/storageaccounts/") && !key.contains("/blobservices/") {
                 let id = format!("{}", s.seq);
                 s.locations.insert(id.clone(), 1);
-                return respond(
-                    &c,
-                    202,
-                    &[(
-                        "location",
-                        format!("http://127.0.0.1:{port}/locations/{id}"),
-                    )],
-                    &Value::Null,
-                );
+                return accepted(&c, port, &id);
             }
             respond(
                 &c,
@@ -388,15 +385,7 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
             }
             let id = format!("{}", s.seq);
             s.locations.insert(id.clone(), 1);
-            respond(
-                &c,
-                202,
-                &[(
-                    "location",
-                    format!("http://127.0.0.1:{port}/locations/{id}"),
-                )],
-                &Value::Null,
-            )
+            accepted(&c, port, &id)
         }
         _ => respond(&c, 405, &[], &error("MethodNotAllowed", &method)),
     }
