@@ -385,6 +385,10 @@ pub enum BootstrapCommand {
         /// Print the requests as JSON.
         #[arg(long)]
         json: bool,
+        /// Also read the live state through this Azure Resource Manager
+        /// endpoint and say, per request, create / update / already correct.
+        #[arg(long, value_name = "URL")]
+        arm_endpoint: Option<String>,
         /// Output format: text, json, or terraform (azapi resources).
         #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json", "terraform"])]
         format: String,

@@ -31,7 +31,7 @@ fn spec_for(kind: &str, api: &str) -> String {
         "role_assignment" => AUTH.into(),
         "subnet" | "peering" => VNET.into(),
         "security_rule" => NSG.into(),
-        "subnet_check" | "amlfs" => amlfs_spec(api),
+        "subnet_size" | "subnet_check" | "amlfs" => amlfs_spec(api),
         other => panic!("no spec for {other}"),
     }
 }
@@ -91,7 +91,7 @@ fn every_plan_body_validates_against_the_official_specs() {
             *checked.entry(kind.to_string()).or_insert(0) += 1;
         }
     }
-    assert_eq!(checked.len(), 8, "{checked:?}");
+    assert_eq!(checked.len(), 9, "{checked:?}");
     // The last variant puts AMLFS in az-hop's own vnet: no peering.
     assert!(!plan_json(&variants[3])
         .iter()
@@ -363,6 +363,12 @@ fn apply(arm: &FakeArm, config: &Path) -> (Option<i32>, String, String) {
     )
 }
 
+/// The read-only preflight POSTs every apply makes.
+const PREFLIGHTS: [&str; 2] = [
+    "POST Microsoft.StorageCache/getRequiredAmlFSSubnetsSize",
+    "POST Microsoft.StorageCache/checkAmlFSSubnets",
+];
+
 fn writes(arm: &FakeArm) -> Vec<String> {
     arm.calls()
         .into_iter()
@@ -411,6 +417,7 @@ fn apply_creates_in_order_waits_for_operations_and_a_rerun_changes_nothing() {
             "PUT containers/log".into(),
             format!("PUT roleAssignments/{}", roles[0]),
             format!("PUT roleAssignments/{}", roles[1]),
+            "POST Microsoft.StorageCache/getRequiredAmlFSSubnetsSize".into(),
             "PUT subnets/amlfs".into(),
             "PUT virtualNetworkPeerings/hopstage-to-hpcvnet".into(),
             "PUT virtualNetworkPeerings/hopstage-to-amlfs-vnet".into(),
@@ -441,10 +448,7 @@ fn apply_creates_in_order_waits_for_operations_and_a_rerun_changes_nothing() {
     arm.clear_calls();
     let (code, out, err) = apply(&arm, &config);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(
-        writes(&arm),
-        vec!["POST Microsoft.StorageCache/checkAmlFSSubnets".to_string()]
-    );
+    assert_eq!(writes(&arm), PREFLIGHTS);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert!(
         v["steps"]
@@ -611,10 +615,75 @@ fn apply_patches_a_changed_maintenance_window_and_nothing_else() {
         .collect();
     assert_eq!(patches.len(), 1, "{:?}", arm.calls());
     assert!(patches[0].1.ends_with("/amlFilesystems/azhop-lustre"));
-    assert_eq!(
-        writes(&arm),
-        vec!["POST Microsoft.StorageCache/checkAmlFSSubnets".to_string()]
-    );
+    assert_eq!(writes(&arm), PREFLIGHTS);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["steps"][9]["action"], "updated", "{v}");
+    assert_eq!(v["steps"][10]["action"], "updated", "{v}");
+}
+
+#[test]
+fn a_live_plan_shows_what_apply_would_do_and_a_small_subnet_stops_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let arm = FakeArm::start();
+    let live_plan = |arm: &FakeArm, want: i32| {
+        let o = Command::new(env!("CARGO_BIN_EXE_hopstage"))
+            .args(["bootstrap", "plan", "--arm-endpoint"])
+            .arg(arm.endpoint())
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(want), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let fresh = live_plan(&arm, 0);
+    assert_eq!(fresh.matches("=> create").count(), 11, "{fresh}");
+    assert!(
+        writes(&arm).iter().all(|w| w.starts_with("POST")),
+        "a plan wrote: {:?}",
+        writes(&arm)
+    );
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(
+        &config,
+        example().replace(
+            "maintenance_day = \"Saturday\"",
+            "maintenance_day = \"Sunday\"",
+        ),
+    )
+    .unwrap();
+    let changed = live_plan(&arm, 0);
+    assert_eq!(
+        changed.matches("=> already correct").count(),
+        10,
+        "{changed}"
+    );
+    assert!(
+        changed.contains("=> update (properties.maintenanceWindow.dayOfWeek)"),
+        "{changed}"
+    );
+    std::fs::write(
+        &config,
+        example().replace("capacity_tib = 8", "capacity_tib = 16"),
+    )
+    .unwrap();
+    let refused = live_plan(&arm, 1);
+    assert!(
+        refused.contains("REFUSED") && refused.contains("properties.storageCapacityTiB"),
+        "{refused}"
+    );
+
+    let arm = FakeArm::start();
+    arm.knobs(|k| k.subnet_need = Some(300));
+    std::fs::write(&config, example()).unwrap();
+    let (code, _, err) = apply(&arm, &config);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("needs 300") && err.contains("larger prefix"),
+        "{err}"
+    );
+    assert!(!writes(&arm)
+        .iter()
+        .any(|w| w.contains("subnets/") || w.contains("amlFilesystems/")));
 }

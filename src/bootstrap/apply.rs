@@ -124,6 +124,77 @@ fn in_flight(v: &Value) -> bool {
     )
 }
 
+/// What a live resource means for a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Missing: create it.
+    Create,
+    /// Present and as wanted.
+    AlreadyCorrect,
+    /// Present with changeable differences (the dotted fields).
+    Update(Vec<String>),
+    /// A create-only field differs: refuse, with the message.
+    Refuse(String),
+    /// Present in state Failed.
+    Failed(String),
+    /// Still being created or updated (an earlier run): wait for it.
+    InFlight,
+}
+
+/// Compares a step with what is live.
+pub fn verdict(step: &Step, live: Option<&Value>) -> Verdict {
+    let Some(v) = live else {
+        return Verdict::Create;
+    };
+    if in_flight(v) {
+        return Verdict::InFlight;
+    }
+    if v["properties"]["provisioningState"] == "Failed" {
+        return Verdict::Failed(format!(
+            "{} exists in state Failed ({}): delete it, then rerun apply",
+            step.title,
+            v["properties"]["health"]["statusDescription"]
+                .as_str()
+                .unwrap_or("no detail")
+        ));
+    }
+    let diffs = diff(&step.body, v);
+    if diffs.is_empty() {
+        return Verdict::AlreadyCorrect;
+    }
+    let fixed = diffs.iter().find(|(k, _, _)| {
+        step.create_only
+            .iter()
+            .any(|c| k == c || k.starts_with(&format!("{c}.")))
+    });
+    match fixed {
+        Some((k, w, l)) => Verdict::Refuse(format!(
+            "{}: '{k}' is {l} on the live resource but {w} in the config, and it cannot change after creation: fix the config or replace the resource by hand",
+            step.title
+        )),
+        None => Verdict::Update(diffs.into_iter().map(|d| d.0).collect()),
+    }
+}
+
+/// Runs a preflight POST; `Checked` or the reason it failed.
+async fn preflight(arm: &Arm, step: &Step) -> Result<Action, String> {
+    let r = arm
+        .call(step.method, &step.url_path(), Some(&step.body))
+        .await
+        .map_err(|e| format!("{}: {}: fix network.subnet_prefix", step.title, e.message))?;
+    if step.kind == Kind::SubnetSize {
+        let need = r.body["filesystemSubnetSize"].as_u64().unwrap_or(0);
+        // Azure keeps 5 addresses of every subnet.
+        let have = step.subnet_size.unwrap_or(u64::MAX).saturating_sub(5);
+        if need > have {
+            return Err(format!(
+                "network.subnet_prefix has {have} usable addresses; this file system needs {need}: use a larger prefix"
+            ));
+        }
+    }
+    Ok(Action::Checked)
+}
+
 /// Runs the plan. `report` is called after each step.
 pub async fn apply(
     arm: &Arm,
@@ -135,76 +206,54 @@ pub async fn apply(
     let mut roles_created = false;
     for (i, step) in steps.iter().enumerate() {
         let url = step.url_path();
-        let action = if step.kind == Kind::SubnetCheck {
-            arm.call(step.method, &url, Some(&step.body))
-                .await
-                .map_err(|e| {
-                    format!(
-                        "AMLFS subnet check failed: {}: fix network.subnet_prefix",
-                        e.message
-                    )
-                })?;
-            Action::Checked
+        let action = if step.method == "POST" {
+            preflight(arm, step).await?
         } else {
             let mut live = arm.get(&url).await.map_err(|e| e.to_string())?;
-            if let Some(v) = &live {
-                if in_flight(v) {
-                    // An earlier, interrupted apply started this: wait for it.
-                    let r = Response {
-                        status: 200,
-                        body: Value::Null,
-                        async_op: None,
-                        location: None,
-                        retry_after: None,
-                    };
-                    live = arm.wait(&r, &url).await.map_err(|e| e.to_string())?;
-                }
+            if verdict(step, live.as_ref()) == Verdict::InFlight {
+                // An earlier, interrupted apply started this: wait for it.
+                let r = Response {
+                    status: 200,
+                    body: Value::Null,
+                    async_op: None,
+                    location: None,
+                    retry_after: None,
+                };
+                live = arm.wait(&r, &url).await.map_err(|e| e.to_string())?;
             }
-            match live {
-                Some(v) if v["properties"]["provisioningState"] == "Failed" => {
+            match verdict(step, live.as_ref()) {
+                Verdict::Failed(m) | Verdict::Refuse(m) => return Err(m),
+                Verdict::AlreadyCorrect => Action::AlreadyCorrect,
+                Verdict::InFlight => {
                     return Err(format!(
-                        "{} exists in state Failed ({}): delete it, then rerun apply",
-                        step.title,
-                        v["properties"]["health"]["statusDescription"]
-                            .as_str()
-                            .unwrap_or("no detail")
-                    ));
+                        "{} is still in progress: rerun apply later",
+                        step.title
+                    ))
                 }
-                Some(v) => {
-                    let diffs = diff(&step.body, &v);
-                    if diffs.is_empty() {
-                        Action::AlreadyCorrect
-                    } else if let Some((k, w, l)) = diffs.iter().find(|(k, _, _)| {
-                        step.create_only
-                            .iter()
-                            .any(|c| k == c || k.starts_with(&format!("{c}.")))
-                    }) {
-                        return Err(format!(
-                            "{}: '{k}' is {l} on the live resource but {w} in the config, and it cannot change after creation: fix the config or replace the resource by hand",
-                            step.title
-                        ));
-                    } else {
-                        // A file system is changed with PATCH (its maintenance window;
-                        // the rest is create-only); others take the whole body again.
-                        let (method, body) = match step.kind {
-                            Kind::Amlfs => (
-                                "PATCH",
-                                serde_json::json!({"properties": {
-                                    "maintenanceWindow": step.body["properties"]["maintenanceWindow"]
-                                }}),
-                            ),
-                            Kind::Subnet => ("PUT", merge_subnet(&step.body, &v)),
-                            _ => ("PUT", step.body.clone()),
-                        };
-                        let r = arm
-                            .call(method, &url, Some(&body))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        arm.wait(&r, &url).await.map_err(|e| e.to_string())?;
-                        Action::Updated
-                    }
+                Verdict::Update(_) => {
+                    // A file system is changed with PATCH (its maintenance window;
+                    // the rest is create-only); others take the whole body again.
+                    let (method, body) = match step.kind {
+                        Kind::Amlfs => (
+                            "PATCH",
+                            serde_json::json!({"properties": {
+                                "maintenanceWindow": step.body["properties"]["maintenanceWindow"]
+                            }}),
+                        ),
+                        Kind::Subnet => (
+                            "PUT",
+                            merge_subnet(&step.body, live.as_ref().unwrap_or(&Value::Null)),
+                        ),
+                        _ => ("PUT", step.body.clone()),
+                    };
+                    let r = arm
+                        .call(method, &url, Some(&body))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    arm.wait(&r, &url).await.map_err(|e| e.to_string())?;
+                    Action::Updated
                 }
-                None => match arm.call(step.method, &url, Some(&step.body)).await {
+                Verdict::Create => match arm.call(step.method, &url, Some(&step.body)).await {
                     Ok(r) => {
                         arm.wait(&r, &url).await.map_err(|e| e.to_string())?;
                         if step.kind == Kind::RoleAssignment {
@@ -242,6 +291,38 @@ pub async fn apply(
         }
     }
     Ok(done)
+}
+
+/// The live plan: each step's verdict against what exists (GETs only; the
+/// preflight checks are read-only POSTs and run too).
+pub async fn preview(arm: &Arm, steps: &[Step]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut subnet_missing = false;
+    for step in steps {
+        let v = if step.kind == Kind::SubnetCheck && subnet_missing {
+            "runs once the subnet exists".to_string()
+        } else if step.method == "POST" {
+            match preflight(arm, step).await {
+                Ok(_) => "check passes".to_string(),
+                Err(e) => format!("CHECK FAILS: {e}"),
+            }
+        } else {
+            let live = arm.get(&step.url_path()).await.map_err(|e| e.to_string())?;
+            if step.kind == Kind::Subnet && live.is_none() {
+                subnet_missing = true;
+            }
+            match verdict(step, live.as_ref()) {
+                Verdict::Create => "create".into(),
+                Verdict::AlreadyCorrect => "already correct".into(),
+                Verdict::Update(f) => format!("update ({})", f.join(", ")),
+                Verdict::Refuse(m) => format!("REFUSED: {m}"),
+                Verdict::Failed(m) => format!("FAILED: {m}"),
+                Verdict::InFlight => "in progress (apply waits for it)".into(),
+            }
+        };
+        out.push(v);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -25,6 +25,17 @@ pub fn run(cmd: BootstrapCommand, auth: Option<&str>) -> i32 {
             config,
             json,
             format,
+            arm_endpoint: Some(endpoint),
+        } if !json && format == "text" => {
+            online(&config, &endpoint, auth, 10, |arm, b| async move {
+                live_plan(&arm, &b).await
+            })
+        }
+        BootstrapCommand::Plan {
+            config,
+            json,
+            format,
+            ..
         } => plan_cmd(&config, if json { "json" } else { &format }),
         BootstrapCommand::Apply {
             config,
@@ -323,5 +334,36 @@ async fn status_cmd(arm: &arm::Arm, b: &config::Bootstrap, json: bool) -> i32 {
         1
     } else {
         code
+    }
+}
+
+async fn live_plan(arm: &arm::Arm, b: &config::Bootstrap) -> i32 {
+    let steps = plan::plan(b);
+    match apply::preview(arm, &steps).await {
+        Ok(verdicts) => {
+            let mut t = String::new();
+            for (i, (s, v)) in steps.iter().zip(&verdicts).enumerate() {
+                t.push_str(&format!(
+                    "{:>2}. {}  => {v}\n    {} {}\n",
+                    i + 1,
+                    s.title,
+                    s.method,
+                    s.url_path()
+                ));
+            }
+            let blocked = verdicts.iter().any(|v| {
+                v.starts_with("REFUSED") || v.starts_with("FAILED") || v.starts_with("CHECK FAILS")
+            });
+            let code = out(&t);
+            if blocked {
+                1
+            } else {
+                code
+            }
+        }
+        Err(e) => {
+            eprintln!("hopstage: {e}");
+            2
+        }
     }
 }

@@ -45,6 +45,8 @@ pub enum Kind {
     Subnet,
     /// Microsoft.Network/virtualNetworks/virtualNetworkPeerings.
     Peering,
+    /// POST getRequiredAmlFSSubnetsSize (preflight, no resource).
+    SubnetSize,
     /// POST checkAmlFSSubnets (preflight, no resource).
     SubnetCheck,
     /// Microsoft.StorageCache/amlFilesystems.
@@ -71,6 +73,9 @@ pub struct Step {
     /// Fields that cannot change once the resource exists (apply fails
     /// loudly if the live value differs).
     pub create_only: Vec<&'static str>,
+    /// For the subnet-size preflight: addresses in the configured prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_size: Option<u64>,
 }
 
 impl Step {
@@ -132,6 +137,7 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
             }
         }),
         create_only: vec!["location", "kind", "properties.isHnsEnabled"],
+        subnet_size: None,
     });
     for c in [&b.storage.data_container, &b.storage.log_container] {
         steps.push(Step {
@@ -142,6 +148,7 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
             api_version: STORAGE_API.into(),
             body: json!({"properties": {"publicAccess": "None"}}),
             create_only: vec![],
+            subnet_size: None,
         });
     }
     for (role, name) in [
@@ -164,8 +171,27 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
                 "principalType": "ServicePrincipal"
             }}),
             create_only: vec!["properties.roleDefinitionId", "properties.principalId"],
+            subnet_size: None,
         });
     }
+    let sc = &b.amlfs.api_version;
+    steps.push(Step {
+        kind: Kind::SubnetSize,
+        title: format!(
+            "preflight: addresses AMLFS needs for {} TiB of {}",
+            b.amlfs.capacity_tib, b.amlfs.sku
+        ),
+        method: "POST",
+        path: format!(
+            "/subscriptions/{sub}/providers/Microsoft.StorageCache/getRequiredAmlFSSubnetsSize"
+        ),
+        api_version: sc.clone(),
+        body: json!({"storageCapacityTiB": b.amlfs.capacity_tib, "sku": {"name": b.amlfs.sku}}),
+        create_only: vec![],
+        subnet_size: super::config::Cidr::parse(&b.network.subnet_prefix)
+            .ok()
+            .map(|c| c.size()),
+    });
     steps.push(Step {
         kind: Kind::Subnet,
         title: format!(
@@ -178,6 +204,7 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
         // Apply merges the live subnet's other properties into this body.
         body: json!({"properties": {"addressPrefix": b.network.subnet_prefix}}),
         create_only: vec![],
+        subnet_size: None,
     });
     if !b.same_vnet() {
         let azhop = b.network.azhop_vnet.trim_end_matches('/').to_string();
@@ -197,10 +224,10 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
                     "remoteVirtualNetwork": {"id": to}
                 }}),
                 create_only: vec![],
+                subnet_size: None,
             });
         }
     }
-    let sc = &b.amlfs.api_version;
     steps.push(Step {
         kind: Kind::SubnetCheck,
         title: "preflight: AMLFS subnet size and placement".into(),
@@ -214,6 +241,7 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
             "location": b.location
         }),
         create_only: vec![],
+        subnet_size: None,
     });
     let rate = sku_limits(&b.amlfs.sku).map_or(0, |l| l.0) * b.amlfs.capacity_tib;
     steps.push(Step {
@@ -260,6 +288,7 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
             "properties.hsm.settings.container",
             "properties.hsm.settings.loggingContainer",
         ],
+        subnet_size: None,
     });
     let nsg = b.network.azhop_nsg.trim_end_matches('/');
     if b.network.nsg == "blog" {
@@ -284,6 +313,7 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
                     "destinationAddressPrefix": "VirtualNetwork"
                 }}),
                 create_only: vec![],
+                subnet_size: None,
             });
         }
     } else {
@@ -313,6 +343,7 @@ pub fn plan(b: &Bootstrap) -> Vec<Step> {
                     "destinationAddressPrefix": dst
                 }}),
                 create_only: vec![],
+                subnet_size: None,
             });
         }
     }
@@ -337,6 +368,7 @@ mod tests {
                 Container,
                 RoleAssignment,
                 RoleAssignment,
+                SubnetSize,
                 Subnet,
                 Peering,
                 Peering,

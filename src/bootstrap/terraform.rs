@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::plan::{Kind, Step};
+use super::plan::Step;
 
 /// `Microsoft.Storage/storageAccounts/blobServices/containers` and the
 /// parent id of a resource path.
@@ -62,11 +62,11 @@ pub fn render(steps: &[Step]) -> String {
             .map(|p| format!("  depends_on = [{p}]\n"))
             .unwrap_or_default();
         let _ = writeln!(t, "\n# {}", s.title);
-        if s.kind == Kind::SubnetCheck {
-            let scope = s.path.rsplit_once("/providers/").map_or("", |x| x.0);
+        if s.method == "POST" {
+            let (scope, action) = s.path.rsplit_once("/providers/").unwrap_or(("", ""));
             let _ = write!(
                 t,
-                "resource \"azapi_resource_action\" \"{me}\" {{\n  type        = \"Microsoft.Resources/subscriptions@2022-12-01\"\n  resource_id = \"{scope}\"\n  action      = \"providers/Microsoft.StorageCache/checkAmlFSSubnets?api-version={}\"\n  method      = \"POST\"\n  body        = {body}\n{depends}}}\n",
+                "resource \"azapi_resource_action\" \"{me}\" {{\n  type        = \"Microsoft.Resources/subscriptions@2022-12-01\"\n  resource_id = \"{scope}\"\n  action      = \"providers/{action}?api-version={}\"\n  method      = \"POST\"\n  body        = {body}\n{depends}}}\n",
                 s.api_version
             );
             prev = Some(format!("azapi_resource_action.{me}"));
@@ -141,9 +141,9 @@ mod tests {
         let tf = render(&steps);
         assert_eq!(
             tf.matches("resource \"azapi_resource\"").count(),
-            steps.len() - 1
+            steps.len() - 2
         );
-        assert_eq!(tf.matches("resource \"azapi_resource_action\"").count(), 1);
+        assert_eq!(tf.matches("resource \"azapi_resource_action\"").count(), 2);
         assert_eq!(tf.matches("depends_on").count(), steps.len() - 1);
         assert_eq!(tf.matches('{').count(), tf.matches('}').count());
         assert!(tf.contains("type      = \"Microsoft.StorageCache/amlFilesystems@2024-07-01\""));

@@ -26,6 +26,8 @@ pub struct Knobs {
     pub amlfs_ticks: usize,
     /// The first role-assignment PUT answers 409 RoleAssignmentExists.
     pub role_conflict_once: bool,
+    /// What getRequiredAmlFSSubnetsSize answers (default 24, the spec's example).
+    pub subnet_need: Option<u64>,
 }
 
 #[derive(Default)]
@@ -287,6 +289,10 @@ fn serve(c: TcpStream, st: &Mutex<State>, specs: &Mutex<Specs>, port: u16) -> st
             }
         }
         "PUT" | "POST" => {
+            if method == "POST" && key.ends_with("/getrequiredamlfssubnetssize") {
+                let need = s.knobs.subnet_need.unwrap_or(24);
+                return respond(&c, 200, &[], &json!({ "filesystemSubnetSize": need }));
+            }
             if method == "POST" {
                 let prefix = s
                     .resources
