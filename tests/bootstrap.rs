@@ -437,6 +437,18 @@ fn apply_creates_in_order_waits_for_operations_and_a_rerun_changes_nothing() {
             );
         }
     }
+    // Both peerings were read back (Connected) before AMLFS was created.
+    let second = calls
+        .iter()
+        .position(|(m, p)| m == "PUT" && p.ends_with("hopstage-to-amlfs-vnet"))
+        .unwrap();
+    let fs = calls
+        .iter()
+        .position(|(m, p)| m == "PUT" && p.contains("amlFilesystems"))
+        .unwrap();
+    assert!(calls[second..fs]
+        .iter()
+        .any(|(m, p)| m == "GET" && p.ends_with("hopstage-to-hpcvnet")));
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["mgs_address"], "10.1.0.4", "{v}");
     // The long-running operations were polled.

@@ -275,6 +275,9 @@ pub async fn apply(
         };
         report(&d);
         done.push(d);
+        if step.kind == Kind::Peering && steps.get(i + 1).is_none_or(|s| s.kind != Kind::Peering) {
+            wait_connected(arm, steps).await?;
+        }
         let next_is_role = steps
             .get(i + 1)
             .is_some_and(|s| s.kind == Kind::RoleAssignment);
@@ -291,6 +294,32 @@ pub async fn apply(
         }
     }
     Ok(done)
+}
+
+/// Waits until every peering of the plan reports `Connected` (both sides
+/// exist and agree), at most 10 minutes.
+async fn wait_connected(arm: &Arm, steps: &[Step]) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    for p in steps.iter().filter(|s| s.kind == Kind::Peering) {
+        loop {
+            let v = arm.get(&p.url_path()).await.map_err(|e| e.to_string())?;
+            let state = v
+                .as_ref()
+                .and_then(|v| v["properties"]["peeringState"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            if state == "Connected" {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                return Err(format!(
+                    "{} is '{state}', not Connected, after 10 minutes: check that the address spaces do not overlap",
+                    p.title
+                ));
+            }
+            tokio::time::sleep(arm.poll).await;
+        }
+    }
+    Ok(())
 }
 
 /// The live plan: each step's verdict against what exists (GETs only; the
