@@ -343,6 +343,15 @@ fn config_file(dir: &Path) -> std::path::PathBuf {
     p
 }
 
+/// Rewrites the config with the maintenance window on Sunday.
+fn move_maintenance_to_sunday(config: &Path) {
+    let text = example().replace(
+        "maintenance_day = \"Saturday\"",
+        "maintenance_day = \"Sunday\"",
+    );
+    std::fs::write(config, text).unwrap();
+}
+
 /// `hopstage bootstrap apply` against the fake, with short waits.
 fn apply_command(arm: &FakeArm, config: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hopstage"));
@@ -609,14 +618,7 @@ fn apply_patches_a_changed_maintenance_window_and_nothing_else() {
     let arm = FakeArm::start();
     let (code, _, err) = apply(&arm, &config);
     assert_eq!(code, Some(0), "{err}");
-    std::fs::write(
-        &config,
-        example().replace(
-            "maintenance_day = \"Saturday\"",
-            "maintenance_day = \"Sunday\"",
-        ),
-    )
-    .unwrap();
+    move_maintenance_to_sunday(&config);
     arm.clear_calls();
     let (code, out, err) = apply(&arm, &config);
     assert_eq!(code, Some(0), "{err}");
@@ -657,14 +659,7 @@ fn a_live_plan_shows_what_apply_would_do_and_a_small_subnet_stops_apply() {
     );
     let (code, _, err) = apply(&arm, &config);
     assert_eq!(code, Some(0), "{err}");
-    std::fs::write(
-        &config,
-        example().replace(
-            "maintenance_day = \"Saturday\"",
-            "maintenance_day = \"Sunday\"",
-        ),
-    )
-    .unwrap();
+    move_maintenance_to_sunday(&config);
     let changed = live_plan(&arm, 0);
     assert_eq!(
         changed.matches("=> already correct").count(),
