@@ -147,7 +147,9 @@ pub fn walk(
             }
             continue;
         };
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        // hopstage's own temporary files and shard directories (and all
+        // below them) are never part of a tree.
+        if rel.split('/').any(|c| c.starts_with(TEMP_PREFIX)) {
             continue;
         }
         let ft = entry.file_type();

@@ -260,3 +260,100 @@ fn srun_splits_a_pull_across_tasks_and_a_batch_step_does_not() {
     assert_same_tree(&env.path("src"), &s.home.join("srun"));
     assert_same_tree(&env.path("src"), &s.home.join("batch"));
 }
+
+#[test]
+fn a_sharded_push_stages_blocks_of_one_blob_from_several_ranks() {
+    let env = TestEnv::new();
+    let total = seed(&env);
+    let src = env.path("src");
+    let push = |i: usize, token: &str| {
+        env.cmd()
+            .env("HOPSTAGE_SHARD_DEAD_SECS", "3")
+            .args([
+                "push",
+                src.to_str().unwrap(),
+                &env.remote("pushed"),
+                "--json",
+            ])
+            .args([
+                "--shard-split",
+                "16MiB",
+                "--shard",
+                &format!("{i}/3"),
+                "--shard-run",
+                token,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let outs = outputs((0..3).map(|i| push(i, "p1")).collect());
+    for (i, (code, _, err)) in outs.iter().enumerate() {
+        assert_eq!(*code, Some(0), "rank {i}: {err}");
+    }
+    assert!(outs[1].1.trim().is_empty() && outs[2].1.trim().is_empty());
+    let sum: serde_json::Value = serde_json::from_str(outs[0].1.trim()).unwrap();
+    // 33 files and 2 directory stubs, every byte staged exactly once.
+    assert_eq!(sum["files_transferred"], 35, "{sum}");
+    assert_eq!(sum["bytes_transferred"], total, "{sum}");
+    // The blob assembled from three ranks carries a tree hash, and a pull
+    // verifies it range by range.
+    let head = crate::util::azurite::rt()
+        .block_on(env.azurite.store(&env.container).head("pushed/big/a.bin"))
+        .unwrap()
+        .expect("blob");
+    assert!(
+        head.metadata.contains_key(hopstage::meta::TREE_KEY),
+        "{:?}",
+        head.metadata
+    );
+    let back = env.path("back");
+    let pulled = env.run_json(&["pull", &env.remote("pushed"), back.to_str().unwrap()], 0);
+    assert_eq!(pulled["files_failed"], 0);
+    assert_same_tree(&src, &back);
+    // Nothing of the coordination is left in the source tree.
+    assert!(std::fs::read_dir(&src).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".hopstage-")));
+    // Again: everything is up to date.
+    let again = outputs((0..3).map(|i| push(i, "p2")).collect());
+    let sum: serde_json::Value = serde_json::from_str(again[0].1.trim()).unwrap();
+    assert_eq!(sum["files_transferred"], 0, "{sum}");
+    assert_eq!(sum["bytes_transferred"], 0, "{sum}");
+}
+
+#[test]
+fn a_source_that_changes_between_ranks_is_reported() {
+    let env = TestEnv::new();
+    seed(&env);
+    let src = env.path("src");
+    let push = |i: usize| {
+        env.cmd()
+            .env("HOPSTAGE_SHARD_DEAD_SECS", "5")
+            .args([
+                "push",
+                src.to_str().unwrap(),
+                &env.remote("moving"),
+                "--json",
+            ])
+            .args(["--shard", &format!("{i}/2"), "--shard-run", "m1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = push(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Rank 1 walks a tree with one more file than rank 0 saw.
+    write(&src, "small/late-arrival", b"late");
+    let outs = outputs(vec![first, push(1)]);
+    assert_eq!(outs[0].0, Some(1), "{}", outs[0].2);
+    assert!(
+        outs[0].2.contains("changed while the ranks walked it"),
+        "{}",
+        outs[0].2
+    );
+}

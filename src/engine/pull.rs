@@ -508,7 +508,7 @@ pub async fn pull(
     if let Some(c) = &coord {
         // Each rank files its summary; rank 0 adds them up (it prints for
         // all) and removes the shared state once every rank finished cleanly.
-        shard::gather(c, &stats).await?;
+        crate::shard::gather(c, &stats, "pull").await?;
     } else if let Some(jp) = &journal_path {
         // The run got to the end of its plan: the next run lists afresh (and so
         // sees new blobs). Only an interrupted or fatally failed run leaves it.
@@ -585,7 +585,7 @@ async fn pull_one_sharded(
         ctx.stats.fail(&entry.name, f.message());
         result = Ok(());
     }
-    shard::gather(&coord, &ctx.stats).await?;
+    crate::shard::gather(&coord, &ctx.stats, "pull").await?;
     Ok(result)
 }
 

@@ -50,6 +50,16 @@ struct Job {
     entry: LocalEntry,
     blob: String,
     existing: Option<Existing>,
+    /// Sharded: this rank's share of a file split across ranks.
+    part: Option<Part>,
+}
+
+/// A rank's share of one split file.
+struct Part {
+    /// Block ranges `[first, end)` this rank stages.
+    mine: Vec<(u64, u64)>,
+    /// This rank commits the block list once every rank has staged.
+    owner: bool,
 }
 
 struct Ctx {
@@ -57,6 +67,10 @@ struct Ctx {
     settings: Settings,
     stats: Arc<Stats>,
     budget: Budget,
+    /// Sharded runs: the coordination directory.
+    coord: Option<crate::shard::Coord>,
+    /// Split files this rank commits after the barrier: path, metadata, blob.
+    owned: std::sync::Mutex<Vec<(PathBuf, std::fs::Metadata, String)>>,
 }
 
 fn posix_of(m: &std::fs::Metadata, is_dir: bool) -> PosixMeta {
@@ -84,11 +98,38 @@ pub async fn push(
         source: e,
     })?;
     store.check_container().await?;
+    // Sharded: the coordination directory lives beside the source (on the
+    // shared file system every rank reads from).
+    let coord = match (&settings.shard, settings.dry_run) {
+        (Some(sh), false) => {
+            let root = if top.is_dir() {
+                local.to_path_buf()
+            } else {
+                local.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
+            let key = format!("push\n{}\n{path}\n{}", store.describe(), local.display());
+            Some(
+                crate::shard::Coord::new(&root, &key, sh.clone()).map_err(|e| {
+                    crate::error::Error::Io {
+                        path: format!("{} (pass a writable source for --shard)", root.display()),
+                        source: e,
+                    }
+                })?,
+            )
+        }
+        _ => None,
+    };
+    if coord.as_ref().is_some_and(|c| c.shard.rank != 0) {
+        stats.silent.store(true, Ordering::Relaxed);
+    }
+    let _beat = coord.as_ref().map(crate::shard::Coord::heartbeat);
     let ctx = Arc::new(Ctx {
         store: Arc::clone(&store),
         budget: Budget::new(settings.max_memory, settings.block_size),
         settings: settings.clone(),
         stats: Arc::clone(&stats),
+        coord,
+        owned: std::sync::Mutex::new(Vec::new()),
     });
     let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(JOBS_IN_FLIGHT);
 
@@ -107,26 +148,44 @@ pub async fn push(
         } else {
             store.head(&blob).await?.map(|e| existing_of(&e))
         };
-        stats.files_seen.fetch_add(1, Ordering::Relaxed);
-        stats.bytes_seen.fetch_add(top.len(), Ordering::Relaxed);
-        let job = Job {
-            entry: LocalEntry {
-                rel: name,
-                path: local.to_path_buf(),
-                kind: Kind::File,
-                meta: top,
-            },
-            blob,
-            existing,
+        let mut assigner = settings.shard.as_ref().map(|s| {
+            (
+                s.rank,
+                crate::shard::assign::Assigner::new(s.ranks, s.split_min),
+            )
+        });
+        let mine = share_of(&mut assigner, top.len(), settings.block_size);
+        let skip = matches!(mine, Mine::No);
+        let part = match mine {
+            Mine::Part(p) => Some(p),
+            Mine::No | Mine::Whole => None,
         };
-        match push_one(&ctx, job).await {
-            Err(Failure::Fatal(m)) => {
-                stats.fail(&local.display().to_string(), &m);
-                return Err(crate::error::Error::Usage(m));
+        if !skip {
+            if part.as_ref().is_none_or(|p| p.owner) {
+                stats.files_seen.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_seen.fetch_add(top.len(), Ordering::Relaxed);
             }
-            Err(Failure::Item(m)) => stats.fail(&local.display().to_string(), &m),
-            Ok(()) => {}
+            let job = Job {
+                entry: LocalEntry {
+                    rel: name,
+                    path: local.to_path_buf(),
+                    kind: Kind::File,
+                    meta: top,
+                },
+                blob,
+                existing,
+                part,
+            };
+            match push_one(&ctx, job).await {
+                Err(Failure::Fatal(m)) => {
+                    stats.fail(&local.display().to_string(), &m);
+                    return Err(crate::error::Error::Usage(m));
+                }
+                Err(Failure::Item(m)) => stats.fail(&local.display().to_string(), &m),
+                Ok(()) => {}
+            }
         }
+        finish_sharded(&ctx, 0).await?;
         return Ok(());
     }
 
@@ -196,14 +255,18 @@ pub async fn push(
     if let Some(l) = lister {
         l.abort();
     }
-    let walk_result = walker.await.ok().flatten();
+    let (walk_result, seen) = walker.await.unwrap_or((None, 0));
     if let Some(e) = fatal {
         return Err(crate::error::Error::Usage(e));
     }
     if let Some(e) = walk_result {
         return Err(e.into());
     }
-    if stats.files_seen.load(Ordering::Relaxed) == 0 && !settings.allow_empty {
+    finish_sharded(&ctx, seen).await?;
+    if stats.files_seen.load(Ordering::Relaxed) == 0
+        && !settings.allow_empty
+        && settings.shard.as_ref().is_none_or(|s| s.rank == 0)
+    {
         return Err(crate::error::Error::Usage(format!(
             "'{}' holds nothing to push: check the path, or pass --allow-empty",
             local.display()
@@ -230,7 +293,10 @@ fn walk_and_merge(
     stats: &Stats,
     mut remote: mpsc::Receiver<Result<BlobEntry, store::Error>>,
     jobs: mpsc::Sender<Job>,
-) -> Option<store::Error> {
+) -> (Option<store::Error>, u64) {
+    // Sharded ranks compare this digest of the files they saw: the same
+    // plan, or the source changed under them.
+    let mut seen = xxhash_rust::xxh3::Xxh3::new();
     let mut peeked: Option<BlobEntry> = None;
     let mut remote_done = false;
     let mut stubs: HashSet<String> = HashSet::new();
@@ -299,14 +365,6 @@ fn walk_and_merge(
                 }
                 true
             }
-            Kind::File
-                if assigner.as_mut().is_some_and(|(rank, a)| {
-                    a.assign(entry.meta.len(), settings.block_size, settings.block_size)
-                        != crate::shard::assign::Share::Whole(*rank)
-                }) =>
-            {
-                true
-            }
             Kind::Symlink | Kind::Special => {
                 stats.files_seen.fetch_add(1, Ordering::Relaxed);
                 let what = if entry.kind == Kind::Symlink {
@@ -330,25 +388,36 @@ fn walk_and_merge(
                     entry,
                     blob,
                     existing: None,
+                    part: None,
                 })
                 .is_ok()
             }
             Kind::File => {
-                stats.files_seen.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .bytes_seen
-                    .fetch_add(entry.meta.len(), Ordering::Relaxed);
+                seen.update(entry.rel.as_bytes());
+                seen.update(&entry.meta.len().to_le_bytes());
+                let part = match share_of(&mut assigner, entry.meta.len(), settings.block_size) {
+                    Mine::No => return true,
+                    Mine::Whole => None,
+                    Mine::Part(p) => Some(p),
+                };
+                if part.as_ref().is_none_or(|p| p.owner) {
+                    stats.files_seen.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .bytes_seen
+                        .fetch_add(entry.meta.len(), Ordering::Relaxed);
+                }
                 let existing = advance(&blob, &mut fatal, &mut stubs).map(|e| existing_of(&e));
                 jobs.blocking_send(Job {
                     entry,
                     blob,
                     existing,
+                    part,
                 })
                 .is_ok()
             }
         }
     });
-    fatal
+    (fatal, seen.digest())
 }
 
 /// How one item failed.
@@ -380,6 +449,7 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), Failure> {
         entry,
         blob,
         existing,
+        part: job_part,
     } = job;
     if entry.kind == Kind::Dir {
         if ctx.settings.dry_run {
@@ -398,30 +468,14 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), Failure> {
     }
     let size = entry.meta.len();
     let mut posix = posix_of(&entry.meta, false);
-    if let Some(ex) = existing {
-        let local_hash = if ctx.settings.checksum && ex.size == size && ex.hash.is_some() {
-            let p = entry.path.clone();
-            tokio::task::spawn_blocking(move || super::local::hash_file(&p).ok())
-                .await
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
-        let src = Side {
-            size,
-            mtime: Some(entry.meta.mtime()),
-            hash: local_hash,
-        };
-        let dst = Side {
-            size: ex.size,
-            mtime: ex.mtime,
-            hash: ex.hash,
-        };
-        if !should_transfer(ctx.settings.overwrite, ctx.settings.checksum, &src, &dst) {
+    if up_to_date(ctx, &entry, existing).await {
+        if job_part.as_ref().is_none_or(|p| p.owner) {
             ctx.stats.skip(&blob, None);
-            return Ok(());
         }
+        return Ok(());
+    }
+    if let Some(p) = job_part {
+        return push_part(ctx, &entry, &blob, p).await;
     }
     if ctx.settings.dry_run {
         if !ctx.settings.quiet {
@@ -527,6 +581,260 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), Failure> {
         .map_err(fatal_or)?;
     tracing::info!(blob = %blob, path = %path.display(), bytes = sent, "pushed");
     ctx.stats.done(sent);
+    Ok(())
+}
+
+/// The skip rule against what the destination holds.
+async fn up_to_date(ctx: &Arc<Ctx>, entry: &LocalEntry, existing: Option<Existing>) -> bool {
+    let Some(ex) = existing else {
+        return false;
+    };
+    let size = entry.meta.len();
+    let local_hash = if ctx.settings.checksum && ex.size == size && ex.hash.is_some() {
+        let p = entry.path.clone();
+        tokio::task::spawn_blocking(move || super::local::hash_file(&p).ok())
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let src = Side {
+        size,
+        mtime: Some(entry.meta.mtime()),
+        hash: local_hash,
+    };
+    let dst = Side {
+        size: ex.size,
+        mtime: ex.mtime,
+        hash: ex.hash,
+    };
+    !should_transfer(ctx.settings.overwrite, ctx.settings.checksum, &src, &dst)
+}
+
+/// What this rank does with one file of a sharded push.
+enum Mine {
+    /// Another rank's whole file.
+    No,
+    /// This rank's whole file (or not sharded).
+    Whole,
+    /// A share of a file split across ranks.
+    Part(Part),
+}
+
+fn share_of(
+    assigner: &mut Option<(usize, crate::shard::assign::Assigner)>,
+    size: u64,
+    block_size: u64,
+) -> Mine {
+    use crate::shard::assign::Share;
+    let Some((rank, a)) = assigner.as_mut() else {
+        return Mine::Whole;
+    };
+    let block = chunk::block_size_for(size, block_size);
+    match a.assign(size, block, block) {
+        Share::Whole(r) if r == *rank => Mine::Whole,
+        Share::Whole(_) => Mine::No,
+        share @ Share::Split(_) => {
+            let owner = share.owner() == *rank;
+            let Share::Split(groups) = share else {
+                return Mine::No;
+            };
+            let mine: Vec<(u64, u64)> = groups
+                .iter()
+                .filter(|g| g.rank == *rank)
+                .map(|g| (g.first, g.end))
+                .collect();
+            if mine.is_empty() && !owner {
+                Mine::No
+            } else {
+                Mine::Part(Part { mine, owner })
+            }
+        }
+    }
+}
+
+/// Block ids of a file pushed by several ranks: no device number (it
+/// differs between the nodes that mount one shared file system).
+fn shared_fingerprint(m: &std::fs::Metadata) -> u64 {
+    chunk::fingerprint(0, m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+}
+
+/// This rank's log of the blocks it staged for `blob` (index and xxh3).
+fn block_log(coord: &crate::shard::Coord, blob: &str, rank: usize) -> PathBuf {
+    let h = xxhash_rust::xxh3::xxh3_64(blob.as_bytes());
+    coord.dir().join(format!("blocks-{h:016x}.{rank}"))
+}
+
+fn block_log_header(fp: u64, size: u64, block: u64) -> String {
+    super::resume::header(Some(&format!("{fp:016x}")), size, block)
+}
+
+/// Stages this rank's blocks of a file split across ranks and logs them.
+async fn push_part(
+    ctx: &Arc<Ctx>,
+    entry: &LocalEntry,
+    blob: &str,
+    part: Part,
+) -> Result<(), Failure> {
+    let Some(coord) = ctx.coord.clone() else {
+        return Err(Failure::Item("sharded part without coordination".into()));
+    };
+    if ctx.settings.dry_run {
+        return Ok(());
+    }
+    let size = entry.meta.len();
+    let block = chunk::block_size_for(size, ctx.settings.block_size);
+    let fp = shared_fingerprint(&entry.meta);
+    let file = Arc::new(File::open(&entry.path).map_err(|e| format!("cannot open: {e}"))?);
+    let staged = ctx.store.uncommitted_blocks(blob).await.map_err(fatal_or)?;
+    let log_path = block_log(&coord, blob, coord.shard.rank);
+    let header = block_log_header(fp, size, block);
+    let logged = super::resume::RangeLog::existing(&log_path, &header);
+    let log = Arc::new(
+        match logged {
+            Some(_) => super::resume::RangeLog::append(&log_path),
+            None => super::resume::RangeLog::create(&log_path, &header),
+        }
+        .map_err(|e| format!("{}: {e}", log_path.display()))?,
+    );
+    let logged = logged.unwrap_or_default();
+    let mut parts = JoinSet::new();
+    let mut failure: Option<Failure> = None;
+    for i in part.mine.iter().flat_map(|&(a, b)| a..b) {
+        let off = i * block;
+        let len = block.min(size - off);
+        let id = chunk::block_id(fp, i, block);
+        if staged.get(&id) == Some(&len) && logged.get(&i).is_some_and(Option::is_some) {
+            continue;
+        }
+        let mut buf = ctx.budget.buffer(len as usize).await;
+        let f = Arc::clone(&file);
+        let (data, md5, bh) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            f.read_exact_at(&mut buf, off)?;
+            let bh = xxhash_rust::xxh3::xxh3_128(&buf);
+            let md5 = md5_of(&buf);
+            Ok((Bytes::from_owner(buf), md5, bh))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("read failed at offset {off}: {e}"))?;
+        let (ctx2, name, log) = (Arc::clone(ctx), blob.to_string(), Arc::clone(&log));
+        parts.spawn(async move {
+            ctx2.store
+                .stage_block(&name, &id, data, md5)
+                .await
+                .map_err(fatal_or)?;
+            log.record(i, Some(bh))
+                .map_err(|e| Failure::Item(e.to_string()))?;
+            ctx2.stats
+                .bytes_transferred
+                .fetch_add(len, Ordering::Relaxed);
+            Ok(())
+        });
+        while let Some(r) = parts.try_join_next() {
+            if let Some(e) = join_error(r) {
+                failure.get_or_insert(e);
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    while let Some(r) = parts.join_next().await {
+        if let Some(e) = join_error(r) {
+            failure.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if part.owner {
+        if let Ok(mut owned) = ctx.owned.lock() {
+            owned.push((entry.path.clone(), entry.meta.clone(), blob.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Sharded runs: after every rank has staged, owners commit the split files
+/// (tree hash from every rank's block log), then the summaries are gathered.
+async fn finish_sharded(ctx: &Arc<Ctx>, seen: u64) -> Result<(), crate::error::Error> {
+    let Some(coord) = ctx.coord.clone() else {
+        return Ok(());
+    };
+    let io = |e: std::io::Error| crate::error::Error::Io {
+        path: coord.dir().display().to_string(),
+        source: e,
+    };
+    coord.mark("written", &format!("{seen:016x}")).map_err(io)?;
+    let b = coord.barrier("written").await;
+    let mut views: Vec<&String> = b.markers.values().collect();
+    views.dedup();
+    if views.len() > 1 && coord.shard.rank == 0 {
+        ctx.stats.fail(
+            "source tree",
+            "changed while the ranks walked it (they saw different files), so some files may not have been pushed: rerun the same command",
+        );
+    }
+    let owned = ctx.owned.lock().map(|o| o.clone()).unwrap_or_default();
+    for (path, meta, blob) in owned {
+        if let Err(f) = commit_split(ctx, &coord, &path, &meta, &blob).await {
+            let note = if b.dead.is_empty() {
+                String::new()
+            } else {
+                format!(" (rank(s) {:?} stopped)", b.dead)
+            };
+            let msg = match f {
+                Failure::Fatal(m) | Failure::Item(m) => m,
+            };
+            ctx.stats
+                .fail(&path.display().to_string(), &format!("{msg}{note}"));
+        }
+    }
+    crate::shard::gather(&coord, &ctx.stats, "push").await
+}
+
+async fn commit_split(
+    ctx: &Arc<Ctx>,
+    coord: &crate::shard::Coord,
+    path: &PathBuf,
+    meta: &std::fs::Metadata,
+    blob: &str,
+) -> Result<(), Failure> {
+    let size = meta.len();
+    let block = chunk::block_size_for(size, ctx.settings.block_size);
+    let fp = shared_fingerprint(meta);
+    let header = block_log_header(fp, size, block);
+    let mut done = super::resume::Done::new();
+    for r in 0..coord.shard.ranks {
+        if let Some(d) = super::resume::RangeLog::existing(&block_log(coord, blob, r), &header) {
+            done.extend(d);
+        }
+    }
+    let count = size.div_ceil(block);
+    let hashes: Vec<Option<u128>> = (0..count)
+        .map(|i| done.get(&i).copied().flatten())
+        .collect();
+    let missing = hashes.iter().filter(|h| h.is_none()).count();
+    if missing > 0 {
+        return Err(Failure::Item(format!(
+            "{missing} of {count} blocks were not staged (a rank failed or stopped); rerun the same command to send only those"
+        )));
+    }
+    check_unchanged(path, meta)?;
+    let mut posix = posix_of(meta, false);
+    posix.tree = chunk::tree_hash(&hashes).map(|h| (block, h));
+    let ids: Vec<Vec<u8>> = (0..count).map(|i| chunk::block_id(fp, i, block)).collect();
+    ctx.store
+        .commit_blocks(blob, &ids, &posix.encode())
+        .await
+        .map_err(fatal_or)?;
+    for r in 0..coord.shard.ranks {
+        let _ = std::fs::remove_file(block_log(coord, blob, r));
+    }
+    tracing::info!(blob = %blob, path = %path.display(), bytes = size, "pushed (sharded)");
+    ctx.stats.files_transferred.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 

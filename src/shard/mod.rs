@@ -253,6 +253,48 @@ impl Coord {
     }
 }
 
+/// The end of a sharded run: every rank files its summary; rank 0 waits for
+/// all, adds them to its own (it prints for everyone), reports ranks that
+/// stopped, and removes the shared state when everything finished cleanly.
+pub async fn gather(
+    coord: &Coord,
+    stats: &crate::report::Stats,
+    operation: &str,
+) -> Result<(), crate::error::Error> {
+    let mine = serde_json::to_string(&stats.summary(operation, false)).unwrap_or_default();
+    coord
+        .mark("finished", &mine)
+        .map_err(|e| crate::error::Error::Io {
+            path: coord.dir().display().to_string(),
+            source: e,
+        })?;
+    if coord.shard.rank != 0 {
+        return Ok(());
+    }
+    let b = coord.barrier("finished").await;
+    for (r, text) in &b.markers {
+        if *r != 0 {
+            if let Ok(sum) = serde_json::from_str::<crate::report::Summary>(text) {
+                stats.absorb(&sum);
+            }
+        }
+    }
+    for r in &b.dead {
+        stats.fail(
+            &format!("rank {r}"),
+            "stopped before finishing its share: rerun the same command (a new srun step, or a new --shard-run) to complete it",
+        );
+    }
+    if stats
+        .files_failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        coord.remove();
+    }
+    Ok(())
+}
+
 /// A running heartbeat; dropping it stops the beats.
 #[derive(Debug)]
 pub struct HeartBeat(tokio::task::JoinHandle<()>);
