@@ -146,6 +146,14 @@ pub fn read_through(path: &Path, mut update: impl FnMut(&[u8])) -> io::Result<()
     }
 }
 
+/// [`hash_file`] on the blocking pool; `None` when the file cannot be read.
+pub async fn hash_file_async(path: PathBuf) -> Option<u128> {
+    tokio::task::spawn_blocking(move || hash_file(&path).ok())
+        .await
+        .ok()
+        .flatten()
+}
+
 /// xxh3-128 of a whole file, read sequentially.
 pub fn hash_file(path: &Path) -> io::Result<u128> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();

@@ -70,6 +70,38 @@ pub struct Settings {
     pub shard: Option<crate::shard::Shard>,
 }
 
+/// Collects the first failure of finished block tasks, without waiting.
+pub(crate) fn reap<F: From<String> + 'static>(
+    parts: &mut tokio::task::JoinSet<Result<(), F>>,
+    failure: &mut Option<F>,
+) {
+    while let Some(r) = parts.try_join_next() {
+        note(r, failure);
+    }
+}
+
+/// Waits for every block task, keeping the first failure.
+pub(crate) async fn drain<F: From<String> + 'static>(
+    parts: &mut tokio::task::JoinSet<Result<(), F>>,
+    failure: &mut Option<F>,
+) {
+    while let Some(r) = parts.join_next().await {
+        note(r, failure);
+    }
+}
+
+fn note<F: From<String>>(
+    r: Result<Result<(), F>, tokio::task::JoinError>,
+    failure: &mut Option<F>,
+) {
+    let e = match r {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(e) => F::from(e.to_string()),
+    };
+    failure.get_or_insert(e);
+}
+
 impl Default for Settings {
     /// The command line's defaults (skip unchanged files, size-tiered layouts).
     fn default() -> Self {

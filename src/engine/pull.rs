@@ -656,11 +656,7 @@ async fn up_to_date(
         ))),
         Ok(m) => {
             let local_hash = if ctx.settings.checksum && m.len() == entry.size {
-                let d = dest.to_path_buf();
-                tokio::task::spawn_blocking(move || local::hash_file(&d).ok())
-                    .await
-                    .ok()
-                    .flatten()
+                local::hash_file_async(dest.to_path_buf()).await
             } else {
                 None
             };
@@ -981,20 +977,12 @@ async fn fetch_blocks(
             .await
             .map_err(|e| e.to_string())?
         });
-        while let Some(r) = parts.try_join_next() {
-            if let Some(e) = join_error(r) {
-                failure.get_or_insert(e);
-            }
-        }
+        super::reap(&mut parts, &mut failure);
         if failure.is_some() {
             break;
         }
     }
-    while let Some(r) = parts.join_next().await {
-        if let Some(e) = join_error(r) {
-            failure.get_or_insert(e);
-        }
-    }
+    super::drain(&mut parts, &mut failure).await;
     match failure {
         Some(e) => Err(e),
         None => Ok(moved),
@@ -1002,11 +990,3 @@ async fn fetch_blocks(
 }
 
 const MISMATCH: &str = "content hash mismatch (xxh3 in metadata); the download was discarded";
-
-fn join_error(r: Result<Result<(), Failure>, tokio::task::JoinError>) -> Option<Failure> {
-    match r {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(e) => Some(Failure::Item(e.to_string())),
-    }
-}

@@ -555,20 +555,12 @@ async fn push_one(ctx: &Arc<Ctx>, job: Job) -> Result<(), Failure> {
                 .await
                 .map_err(fatal_or)
         });
-        while let Some(r) = parts.try_join_next() {
-            if let Some(e) = join_error(r) {
-                failure.get_or_insert(e);
-            }
-        }
+        super::reap(&mut parts, &mut failure);
         if failure.is_some() {
             break;
         }
     }
-    while let Some(r) = parts.join_next().await {
-        if let Some(e) = join_error(r) {
-            failure.get_or_insert(e);
-        }
-    }
+    super::drain(&mut parts, &mut failure).await;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -591,11 +583,7 @@ async fn up_to_date(ctx: &Arc<Ctx>, entry: &LocalEntry, existing: Option<Existin
     };
     let size = entry.meta.len();
     let local_hash = if ctx.settings.checksum && ex.size == size && ex.hash.is_some() {
-        let p = entry.path.clone();
-        tokio::task::spawn_blocking(move || super::local::hash_file(&p).ok())
-            .await
-            .ok()
-            .flatten()
+        super::local::hash_file_async(entry.path.clone()).await
     } else {
         None
     };
@@ -732,20 +720,12 @@ async fn push_part(
                 .fetch_add(len, Ordering::Relaxed);
             Ok(())
         });
-        while let Some(r) = parts.try_join_next() {
-            if let Some(e) = join_error(r) {
-                failure.get_or_insert(e);
-            }
-        }
+        super::reap(&mut parts, &mut failure);
         if failure.is_some() {
             break;
         }
     }
-    while let Some(r) = parts.join_next().await {
-        if let Some(e) = join_error(r) {
-            failure.get_or_insert(e);
-        }
-    }
+    super::drain(&mut parts, &mut failure).await;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -854,12 +834,4 @@ fn check_unchanged(path: &PathBuf, before: &std::fs::Metadata) -> Result<(), Str
         );
     }
     Ok(())
-}
-
-fn join_error(r: Result<Result<(), Failure>, tokio::task::JoinError>) -> Option<Failure> {
-    match r {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(e) => Some(Failure::Item(e.to_string())),
-    }
 }
