@@ -357,19 +357,9 @@ pub enum BbCommand {
         uid: Option<String>,
     },
     /// While the job is pending: stage in.
-    DataIn {
-        /// Job id.
-        job_id: String,
-        /// The job script.
-        script: std::path::PathBuf,
-    },
+    DataIn(BbJob),
     /// After the job: stage out and file the logs.
-    DataOut {
-        /// Job id.
-        job_id: String,
-        /// The job script.
-        script: std::path::PathBuf,
-    },
+    DataOut(BbJob),
 }
 
 /// `hopstage bootstrap ...`.
@@ -398,16 +388,9 @@ pub enum BootstrapCommand {
     ///
     /// Example: hopstage bootstrap apply --config bootstrap.toml --auth azure-cli
     Apply {
-        /// The declarative file.
-        #[arg(long, value_name = "FILE")]
-        config: std::path::PathBuf,
-        /// Azure Resource Manager endpoint.
-        #[arg(
-            long,
-            value_name = "URL",
-            default_value = "https://management.azure.com"
-        )]
-        arm_endpoint: String,
+        /// The file and the endpoint.
+        #[command(flatten)]
+        target: ArmTarget,
         /// Seconds to wait after creating role assignments (propagation).
         #[arg(long, value_name = "SECS", default_value_t = 300)]
         role_wait: u64,
@@ -422,16 +405,9 @@ pub enum BootstrapCommand {
     ///
     /// Example: hopstage bootstrap status --config bootstrap.toml
     Status {
-        /// The declarative file.
-        #[arg(long, value_name = "FILE")]
-        config: std::path::PathBuf,
-        /// Azure Resource Manager endpoint.
-        #[arg(
-            long,
-            value_name = "URL",
-            default_value = "https://management.azure.com"
-        )]
-        arm_endpoint: String,
+        /// The file and the endpoint.
+        #[command(flatten)]
+        target: ArmTarget,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -467,4 +443,28 @@ pub enum BootstrapCommand {
         #[arg(short, long, value_name = "FILE")]
         output: Option<std::path::PathBuf>,
     },
+}
+
+/// A burst-buffer call's job.
+#[derive(Debug, Args)]
+pub struct BbJob {
+    /// Job id.
+    pub job_id: String,
+    /// The job script.
+    pub script: std::path::PathBuf,
+}
+
+/// What `bootstrap apply` and `status` act on.
+#[derive(Debug, Args)]
+pub struct ArmTarget {
+    /// The declarative file.
+    #[arg(long, value_name = "FILE")]
+    pub config: std::path::PathBuf,
+    /// Azure Resource Manager endpoint.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://management.azure.com"
+    )]
+    pub arm_endpoint: String,
 }

@@ -75,6 +75,13 @@ pub fn walk(
         .skip_hidden(false)
         .min_depth(1)
         .process_read_dir(move |_, _, _, children| {
+            // hopstage's own temporary files and shard directories are never
+            // part of a tree: dropped here, they are neither stat'ed nor entered.
+            children.retain(|c| {
+                c.as_ref().map_or(true, |e| {
+                    !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                })
+            });
             children.sort_by(|a, b| match (a, b) {
                 (Ok(a), Ok(b)) => sort_key(a.file_name(), a.file_type().is_dir())
                     .cmp(&sort_key(b.file_name(), b.file_type().is_dir())),
@@ -147,11 +154,6 @@ pub fn walk(
             }
             continue;
         };
-        // hopstage's own temporary files and shard directories (and all
-        // below them) are never part of a tree.
-        if rel.split('/').any(|c| c.starts_with(TEMP_PREFIX)) {
-            continue;
-        }
         let ft = entry.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir

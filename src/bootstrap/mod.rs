@@ -38,21 +38,24 @@ pub fn run(cmd: BootstrapCommand, auth: Option<&str>) -> i32 {
             ..
         } => plan_cmd(&config, if json { "json" } else { &format }),
         BootstrapCommand::Apply {
-            config,
-            arm_endpoint,
+            target,
             role_wait,
             poll,
             json,
-        } => online(&config, &arm_endpoint, auth, poll, |arm, b| async move {
-            apply_cmd(&arm, &b, role_wait, json).await
-        }),
-        BootstrapCommand::Status {
-            config,
-            arm_endpoint,
-            json,
-        } => online(&config, &arm_endpoint, auth, 10, |arm, b| async move {
-            status_cmd(&arm, &b, json).await
-        }),
+        } => online(
+            &target.config,
+            &target.arm_endpoint,
+            auth,
+            poll,
+            |arm, b| async move { apply_cmd(&arm, &b, role_wait, json).await },
+        ),
+        BootstrapCommand::Status { target, json } => online(
+            &target.config,
+            &target.arm_endpoint,
+            auth,
+            10,
+            |arm, b| async move { status_cmd(&arm, &b, json).await },
+        ),
         BootstrapCommand::ClusterInit {
             mgs,
             mount,

@@ -393,8 +393,10 @@ fn walk_and_merge(
                 .is_ok()
             }
             Kind::File => {
-                seen.update(entry.rel.as_bytes());
-                seen.update(&entry.meta.len().to_le_bytes());
+                if assigner.is_some() {
+                    seen.update(entry.rel.as_bytes());
+                    seen.update(&entry.meta.len().to_le_bytes());
+                }
                 let part = match share_of(&mut assigner, entry.meta.len(), settings.block_size) {
                     Mine::No => return true,
                     Mine::Whole => None,

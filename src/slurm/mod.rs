@@ -39,10 +39,10 @@ pub fn run(opts: SlurmOpts) -> i32 {
             crate::cli::BbCommand::Validate { script, uid } => {
                 hooks::validate(config, &script, uid.as_deref())
             }
-            crate::cli::BbCommand::DataIn { job_id, script } => {
+            crate::cli::BbCommand::DataIn(crate::cli::BbJob { job_id, script }) => {
                 hooks::burst_buffer(config, stage::Phase::In, &job_id, &script)
             }
-            crate::cli::BbCommand::DataOut { job_id, script } => {
+            crate::cli::BbCommand::DataOut(crate::cli::BbJob { job_id, script }) => {
                 hooks::burst_buffer(config, stage::Phase::Out, &job_id, &script)
             }
         },
