@@ -2,6 +2,7 @@
 //! filters, dry runs, exit codes and error messages.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use crate::util::{assert_same_tree, bytes, text, write, TestEnv};
 
@@ -142,6 +143,21 @@ fn single_blob_and_single_file() {
         0,
     );
     assert_eq!(std::fs::read(&target).unwrap(), bytes(5000, 3));
+    // A relative destination that does not exist yet is made in the working
+    // directory (not below the file system root).
+    let rel = format!("rel-{}/out/", env.container);
+    let o = env
+        .cmd()
+        .current_dir(env.dir.path())
+        .args(["pull", "-q", &env.remote("x/renamed.dat"), &rel])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(env.dir.path().join(&rel).join("renamed.dat")).unwrap(),
+        bytes(5000, 3)
+    );
+    assert!(!Path::new("/").join(&rel).exists());
 }
 
 #[test]

@@ -155,8 +155,13 @@ pub async fn pull(
                 stats.files_seen.fetch_add(1, Ordering::Relaxed);
                 stats.bytes_seen.fetch_add(entry.size, Ordering::Relaxed);
                 if !root.as_os_str().is_empty() {
+                    // A relative destination is relative to the working directory.
+                    let (base, rel) = match root.strip_prefix("/") {
+                        Ok(rel) => (Path::new("/"), rel),
+                        Err(_) => (Path::new("."), root.as_path()),
+                    };
                     ctx.dirs
-                        .ensure(Path::new("/"), root.strip_prefix("/").unwrap_or(&root))
+                        .ensure(base, rel)
                         .or_else(|_| fs::create_dir_all(&root))
                         .map_err(|e| crate::error::Error::Io {
                             path: root.display().to_string(),
