@@ -156,10 +156,11 @@ fn a_killed_rank_is_reported_and_a_rerun_finishes_only_what_is_missing() {
     let total = seed(&env);
     let dest = env.path("dest");
     let d = dest.to_str().unwrap();
-    // Ranged reads are slowed so that rank 2 is still busy when it is killed.
+    // Every blob read takes 2.5 s, so no rank can have finished its share
+    // when rank 2 is killed 1.5 s after the start.
     let proxy = FaultProxy::start(env.azurite.port, |_, line| {
         if line.starts_with("GET") && !line.contains("comp=list") {
-            Action::Delay(400)
+            Action::Delay(2500)
         } else {
             Action::Forward
         }
@@ -346,8 +347,22 @@ fn a_source_that_changes_between_ranks_is_reported() {
             .unwrap()
     };
     let first = push(0);
-    std::thread::sleep(Duration::from_millis(1500));
-    // Rank 1 walks a tree with one more file than rank 0 saw.
+    // Wait until rank 0 has walked and pushed its share (its `written`
+    // marker), then give rank 1 a tree with one more file than rank 0 saw.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&src).unwrap().any(|e| {
+        let e = e.unwrap();
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(".hopstage-shard-")
+            && e.path().join("written.m1.0").exists()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "rank 0 never reached its barrier"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     write(&src, "small/late-arrival", b"late");
     let outs = outputs(vec![first, push(1)]);
     assert_eq!(outs[0].0, Some(1), "{}", outs[0].2);
